@@ -1,0 +1,158 @@
+"""The S3 tokenizer encoder: two convolutions and pre-LN transformer blocks (optionally rotary + FSMN)."""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import S3Config
+
+
+def conv_out_lengths(lengths: Tensor, stride: int) -> Tensor:
+    """Length after a kernel-3, padding-1 convolution: ``(L - 1) // stride + 1``."""
+    return torch.div(lengths - 1, stride, rounding_mode="floor") + 1
+
+
+def length_mask(lengths: Tensor, max_len: int) -> Tensor:
+    """Boolean ``[B, max_len]``, True on real (non-padded) positions."""
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def rotary_table(positions: int, dim: int, theta: float, device=None) -> Tuple[Tensor, Tensor]:
+    """cos and sin ``[positions, dim]`` in the rotate-half layout (the frequencies repeated twice).
+
+    Angles are formed in float32 exactly as the official export does (``torch.polar`` of a float32
+    outer product), so the table equals the one stored in the ONNX graphs.
+    """
+    freqs = 1.0 / (theta ** (torch.arange(0, dim, 2, device=device)[: dim // 2].float() / dim))
+    angles = torch.outer(torch.arange(positions, device=device).float(), freqs)
+    cis = torch.polar(torch.ones_like(angles), angles)
+    cos, sin = cis.real, cis.imag
+    return torch.cat([cos, cos], dim=-1), torch.cat([sin, sin], dim=-1)
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """``x * cos + rotate_half(x) * sin`` on ``x [B, T, H, Dh]`` with tables ``[T, Dh]``."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos[:, None, :] + rotated * sin[:, None, :]
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention; key without bias; optional rotary positions and FSMN memory."""
+
+    def __init__(self, cfg: S3Config):
+        super().__init__()
+        d = cfg.width
+        self.heads = cfg.heads
+        self.head_dim = cfg.head_dim
+        self.query = nn.Linear(d, d)
+        self.key = nn.Linear(d, d, bias=False)
+        self.value = nn.Linear(d, d)
+        self.out = nn.Linear(d, d)
+        self.rotary = cfg.positional == "rotary"
+        self.fsmn_block: Optional[nn.Conv1d] = None
+        if cfg.fsmn:
+            k = cfg.fsmn_kernel
+            self.fsmn_block = nn.Conv1d(d, d, k, groups=d, bias=False)
+            self.fsmn_pad = (k - 1) // 2
+        self.use_sdpa = True
+
+    def forward(self, x: Tensor, key_bias: Tensor, pad_mask: Tensor,
+                rope: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
+        """``x [B, T, D]``; ``key_bias [B, 1, 1, T]`` additive; ``pad_mask [B, T, 1]`` float 0/1."""
+        b, t, _ = x.shape
+        q = self.query(x).view(b, t, self.heads, self.head_dim)
+        k = self.key(x).view(b, t, self.heads, self.head_dim)
+        v = self.value(x)
+        memory = None
+        if self.fsmn_block is not None:
+            v = v * pad_mask
+            m = F.pad(v.transpose(1, 2), (self.fsmn_pad, self.fsmn_pad))
+            memory = (self.fsmn_block(m).transpose(1, 2) + v) * pad_mask
+        if rope is not None:
+            cos, sin = rope
+            q = apply_rotary(q, cos, sin)
+            k = apply_rotary(k, cos, sin)
+        scale = self.head_dim ** -0.25
+        q = q.transpose(1, 2) * scale
+        k = k.transpose(1, 2) * scale
+        vh = v.view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        if self.use_sdpa:
+            o = F.scaled_dot_product_attention(q, k, vh, attn_mask=key_bias.to(q.dtype), scale=1.0)
+        else:
+            w = (q @ k.transpose(-1, -2)).float() + key_bias
+            o = torch.softmax(w, dim=-1).to(q.dtype) @ vh
+        o = self.out(o.transpose(1, 2).reshape(b, t, -1))
+        return o if memory is None else o + memory
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: ``x + attn(ln(x))`` then ``x + mlp(ln(x))``."""
+
+    def __init__(self, cfg: S3Config):
+        super().__init__()
+        d = cfg.width
+        self.attn_ln = nn.LayerNorm(d, eps=cfg.ln_eps)
+        self.attn = Attention(cfg)
+        self.mlp_ln = nn.LayerNorm(d, eps=cfg.ln_eps)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+
+    def forward(self, x: Tensor, key_bias: Tensor, pad_mask: Tensor,
+                rope: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
+        x = x + self.attn(self.attn_ln(x), key_bias, pad_mask, rope)
+        return x + self.mlp(self.mlp_ln(x))
+
+
+class Encoder(nn.Module):
+    """Log-mel ``[B, n_mels, T]`` to hidden states ``[B, T', width]`` with exact padding masks."""
+
+    def __init__(self, cfg: S3Config):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.width
+        self.conv1 = nn.Conv1d(cfg.n_mels, d, 3, stride=cfg.conv1_stride, padding=1)
+        self.conv2 = nn.Conv1d(d, d, 3, stride=cfg.conv2_stride, padding=1)
+        if cfg.positional == "table":
+            self.positional_embedding = nn.Parameter(torch.zeros(cfg.max_positions, d))
+        else:
+            self.positional_embedding = None
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self._rope_cache: Optional[Tuple[Tensor, Tensor]] = None
+
+    def _rope(self, t: int, device: torch.device, dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
+        cache = self._rope_cache
+        if cache is None or cache[0].shape[0] < t or cache[0].device != device or cache[0].dtype != dtype:
+            n = max(2048, t)
+            cos, sin = rotary_table(n, self.cfg.head_dim, self.cfg.rope_theta)
+            cache = (cos.to(device, dtype), sin.to(device, dtype))
+            self._rope_cache = cache
+        return cache[0][:t], cache[1][:t]
+
+    def forward(self, mels: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
+        """Return hidden states ``[B, T', D]`` and their lengths ``[B]``."""
+        x = mels * length_mask(lengths, mels.shape[-1])[:, None, :].to(mels.dtype)
+        x = F.gelu(self.conv1(x))
+        lengths = conv_out_lengths(lengths, self.cfg.conv1_stride)
+        x = x * length_mask(lengths, x.shape[-1])[:, None, :].to(x.dtype)
+        x = F.gelu(self.conv2(x))
+        lengths = conv_out_lengths(lengths, self.cfg.conv2_stride)
+        x = x.transpose(1, 2)
+        t = x.shape[1]
+        valid = length_mask(lengths, t)
+        rope = None
+        if self.positional_embedding is not None:
+            if t > self.positional_embedding.shape[0]:
+                raise ValueError(f"{t} positions exceed the positional table ({self.positional_embedding.shape[0]}); "
+                                 "long inputs must be cut into windows first")
+            x = x + self.positional_embedding[:t].to(x.dtype)
+        else:
+            rope = self._rope(t, x.device, x.dtype)
+        key_bias = torch.zeros(valid.shape, dtype=torch.float32, device=x.device)
+        key_bias = key_bias.masked_fill(~valid, -1e10)[:, None, None, :]
+        pad_mask = valid[:, :, None].to(x.dtype)
+        for block in self.blocks:
+            x = block(x, key_bias, pad_mask, rope)
+        return x, lengths

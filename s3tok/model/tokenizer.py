@@ -1,0 +1,136 @@
+"""``S3Tokenizer``: encoder + quantizer, with exact batching and the long-audio window rule."""
+from __future__ import annotations
+
+import logging
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .config import S3Config
+from .encoder import Encoder
+from .quantizers import FiniteScalarQuantizer, VectorQuantizer
+from .windows import WINDOW, Segment, merge_segments, plan_segments
+
+logger = logging.getLogger(__name__)
+
+# Default bound on one forward pass: padded mel frames summed over its items (16 windows of 30 s).
+DEFAULT_MAX_FRAMES_PER_FORWARD = 16 * WINDOW
+
+
+def group_segments(segments: Sequence[Segment], max_frames: int, max_items: int = 0) -> List[List[Segment]]:
+    """Sort segments by length (longest first) and fill forward passes up to ``max_frames`` padded frames.
+
+    Each group holds items of similar length, so short items are never padded to a long window;
+    every segment lands in exactly one group.
+    """
+    order = sorted(segments, key=lambda s: (-s.length, s.item, s.start))
+    groups: List[List[Segment]] = []
+    current: List[Segment] = []
+    for seg in order:
+        longest = current[0].length if current else seg.length
+        full = (len(current) + 1) * longest > max_frames or (max_items and len(current) >= max_items)
+        if current and full:
+            groups.append(current)
+            current = []
+        current.append(seg)
+    if current:
+        groups.append(current)
+    return groups
+
+
+class S3Tokenizer(nn.Module):
+    """One of CosyVoice's S3 speech tokenizers in PyTorch.
+
+    ``quantize(mels, mels_lens)`` gives the tokens the official ONNX file gives at batch 1, for any
+    batch: padding is masked exactly, and utterances over 30 s are cut into windows and merged.
+    """
+
+    def __init__(self, config: S3Config):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        if config.quantizer == "vq":
+            self.quantizer: nn.Module = VectorQuantizer(config.width, config.codebook_size)
+        else:
+            self.quantizer = FiniteScalarQuantizer(config.width, config.fsq_dim)
+        self.compute_dtype = torch.float32
+        self.max_frames_per_forward = DEFAULT_MAX_FRAMES_PER_FORWARD
+        self.source = ""  # where the weights came from (file path or name), for logs and provenance
+
+    # ------------------------------------------------------------------ set-up
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.conv1.weight.device
+
+    def set_dtype(self, dtype: Optional[torch.dtype]) -> "S3Tokenizer":
+        """Run the encoder in ``dtype`` (float32, bfloat16, float16); quantizer decisions stay fp32."""
+        dtype = dtype or torch.float32
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"unsupported dtype {dtype}; use float32, bfloat16 or float16")
+        self.encoder.to(dtype)
+        self.quantizer.float()
+        self.compute_dtype = dtype
+        return self
+
+    def set_sdpa(self, enabled: bool) -> "S3Tokenizer":
+        """Use ``scaled_dot_product_attention`` (default) or the explicit softmax path."""
+        for block in self.encoder.blocks:
+            block.attn.use_sdpa = enabled
+        return self
+
+    def freeze(self) -> "S3Tokenizer":
+        """Eval mode, no gradients: for use as a frozen submodule of a larger model."""
+        self.eval()
+        self.requires_grad_(False)
+        return self
+
+    # ------------------------------------------------------------------ inference
+    def num_tokens(self, mel_frames: int) -> int:
+        return self.config.num_tokens(mel_frames)
+
+    @torch.no_grad()
+    def forward_segments(self, mels: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
+        """Encoder + quantizer on one padded batch of at most 30 s items: ``(codes [B, T'], lens [B])``."""
+        x = mels.to(device=self.device, dtype=self.compute_dtype)
+        lengths = lengths.to(device=self.device, dtype=torch.int64)
+        h, out_lens = self.encoder(x, lengths)
+        return self.quantizer(h), out_lens
+
+    @torch.no_grad()
+    def quantize(self, mels: Tensor, mels_lens: Tensor,
+                 max_frames_per_forward: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+        """Tokens of a batch of log-mels.
+
+        ``mels [B, n_mels, T]`` (zero padded), ``mels_lens [B]``. Returns ``codes [B, T']`` int64
+        (padded with 0 after each item's length) and ``codes_lens [B]`` int64, on the input's device.
+        """
+        if mels.dim() != 3 or mels.shape[1] != self.config.n_mels:
+            raise ValueError(f"mels must be [B, {self.config.n_mels}, T], got {list(mels.shape)}")
+        if mels_lens.dim() != 1 or mels_lens.shape[0] != mels.shape[0]:
+            raise ValueError(f"mels_lens must be [B={mels.shape[0]}], got {list(mels_lens.shape)}")
+        out_device = mels.device
+        frames = [int(n) for n in mels_lens.tolist()]
+        for i, n in enumerate(frames):
+            if n <= 0 or n > mels.shape[-1]:
+                raise ValueError(f"item {i}: length {n} outside 1..{mels.shape[-1]}")
+        budget = max(max_frames_per_forward or self.max_frames_per_forward, WINDOW)
+        cfg = self.config
+        per_item = [plan_segments(i, n, cfg.num_tokens, cfg.token_rate) for i, n in enumerate(frames)]
+        results = {}
+        for group in group_segments([s for segs in per_item for s in segs], budget):
+            longest = group[0].length
+            batch = mels.new_zeros((len(group), mels.shape[1], longest))
+            for j, seg in enumerate(group):
+                batch[j, :, :seg.length] = mels[seg.item, :, seg.start:seg.start + seg.length]
+            lens = torch.tensor([s.length for s in group], dtype=torch.int64)
+            codes, code_lens = self.forward_segments(batch, lens)
+            codes = codes.cpu()
+            for j, seg in enumerate(group):
+                results[(seg.item, seg.start)] = codes[j, :int(code_lens[j])].tolist()
+        merged = [merge_segments(segs, [results[(s.item, s.start)] for s in segs]) for segs in per_item]
+        lens_out = torch.tensor([len(m) for m in merged], dtype=torch.int64)
+        out = torch.zeros((len(merged), int(lens_out.max())), dtype=torch.int64)
+        for i, m in enumerate(merged):
+            out[i, :len(m)] = torch.tensor(m, dtype=torch.int64)
+        return out.to(out_device), lens_out.to(out_device)

@@ -1,0 +1,327 @@
+"""Read an official S3 tokenizer ONNX file: identify the model from the graph and place every weight.
+
+Weights are found by the node that consumes them (the official files name most initializers
+``onnx::MatMul_NNNN``), from initializers and ``Constant`` nodes alike. The version and the
+configuration come from the graph's content: conv1 stride, quantizer kind, LayerNorm form, shapes.
+A file that cannot be fully mapped is refused with the list of what is missing or left over.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+from .model.config import S3Config
+from .model.encoder import rotary_table
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+
+class OnnxImportError(ValueError):
+    """An ONNX file that is unreadable, not an S3 tokenizer, or not fully mappable."""
+
+
+@dataclass
+class ImportedModel:
+    """What :func:`read_onnx` found: the config, the weights under s3tok's parameter names, notes."""
+
+    config: S3Config
+    state_dict: Dict[str, torch.Tensor]
+    path: str
+    notes: List[str] = field(default_factory=list)
+
+
+_BLOCK_LINEAR = re.compile(r"^/blocks\.(\d+)/(attn/(?:query|key|value|out)|mlp/mlp\.[02])/(MatMul|Add)$")
+_BLOCK_LN = re.compile(r"^/blocks\.(\d+)/(attn_ln|mlp_ln)/(Mul|Add_1|LayerNormalization)$")
+_BLOCK_FSMN = re.compile(r"^/blocks\.(\d+)/attn/fsmn_block/Conv$")
+_BLOCK_ANY = re.compile(r"^/blocks\.(\d+)/")
+
+
+def _load_graph(path: PathLike):
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    p = Path(path)
+    if not p.is_file():
+        raise OnnxImportError(f"{p}: no such ONNX file")
+    if p.stat().st_size == 0:
+        raise OnnxImportError(f"{p}: file is empty, not an ONNX model")
+    try:
+        model = onnx.load(str(p), load_external_data=True)
+    except (DecodeError, RuntimeError, ValueError, OSError, IndexError) as e:
+        raise OnnxImportError(f"{p}: not a readable ONNX model (truncated or another format?): "
+                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    if not model.graph.node:
+        raise OnnxImportError(f"{p}: ONNX file has an empty graph (truncated or not an ONNX model)")
+    return model
+
+
+def _tensor(t) -> np.ndarray:
+    from onnx import numpy_helper
+
+    return np.array(numpy_helper.to_array(t))
+
+
+class _GraphTensors:
+    """Initializers and Constant-node outputs of a graph, with who consumes them."""
+
+    def __init__(self, graph):
+        self.values: Dict[str, np.ndarray] = {}
+        self.from_initializer: Dict[str, bool] = {}
+        for init in graph.initializer:
+            self.values[init.name] = _tensor(init)
+            self.from_initializer[init.name] = True
+        self.nodes = [n for n in graph.node if n.op_type != "Constant"]
+        for n in graph.node:
+            if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+                self.values[n.output[0]] = _tensor(n.attribute[0].t)
+                self.from_initializer[n.output[0]] = False
+        self.consumers: Dict[str, List[Tuple[object, int]]] = defaultdict(list)
+        for n in self.nodes:
+            for i, name in enumerate(n.input):
+                if name in self.values:
+                    self.consumers[name].append((n, i))
+
+    def input_value(self, node, index: int) -> Optional[np.ndarray]:
+        if index < len(node.input):
+            return self.values.get(node.input[index])
+        return None
+
+    def is_weight(self, name: str) -> bool:
+        """Initializers are weights; float Constants with more than a few values may be weights too."""
+        v = self.values[name]
+        if self.from_initializer[name]:
+            return True
+        return v.dtype.kind == "f" and v.size > 8
+
+
+def _attr(node, name: str, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            import onnx
+
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+class _Placer:
+    """Collects ``param name -> tensor`` and remembers which graph tensors were placed."""
+
+    def __init__(self, tensors: _GraphTensors):
+        self.t = tensors
+        self.params: Dict[str, torch.Tensor] = {}
+        self.used: set = set()
+        self.conflicts: List[str] = []
+
+    def place(self, param: str, source: str, transpose: bool = False) -> None:
+        arr = self.t.values[source]
+        if transpose:
+            arr = arr.T
+        ten = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+        if param in self.params and not torch.equal(self.params[param], ten):
+            self.conflicts.append(f"{param} (from {source})")
+        self.params[param] = ten
+        self.used.add(source)
+
+
+def _weight_input(t: _GraphTensors, node) -> Optional[str]:
+    """The single weight-like input of a MatMul/Add/Mul node (the other input is activations)."""
+    names = [x for x in node.input if x in t.values and t.values[x].dtype.kind == "f"]
+    return names[0] if len(names) == 1 else None
+
+
+def read_onnx(path: PathLike) -> ImportedModel:
+    """Identify and read an official-layout S3 tokenizer ONNX file."""
+    model = _load_graph(path)
+    t = _GraphTensors(model.graph)
+    pl = _Placer(t)
+    notes: List[str] = []
+    where = str(path)
+
+    # --- convolutions: front-end convs (kernel 3, one group) in graph order; FSMN convs by name.
+    front_convs = []
+    for n in t.nodes:
+        if n.op_type != "Conv":
+            continue
+        w = t.input_value(n, 1)
+        m = _BLOCK_FSMN.match(n.name)
+        if m:
+            pl.place(f"encoder.blocks.{m.group(1)}.attn.fsmn_block.weight", n.input[1])
+        elif w is not None and w.ndim == 3 and w.shape[2] == 3 and int(_attr(n, "group", 1)) == 1:
+            front_convs.append(n)
+    if len(front_convs) != 2:
+        raise OnnxImportError(f"{where}: not an S3 tokenizer graph: expected 2 front-end Conv nodes "
+                              f"(kernel 3), found {len(front_convs)}")
+    strides = []
+    for name, n in zip(("conv1", "conv2"), front_convs):
+        pl.place(f"encoder.{name}.weight", n.input[1])
+        if len(n.input) > 2 and n.input[2] in t.values:
+            pl.place(f"encoder.{name}.bias", n.input[2])
+        strides.append(int((_attr(n, "strides", [1]) or [1])[0]))
+
+    # --- transformer blocks, by consuming node name.
+    depth = 0
+    layernorm_forms = set()
+    ln_eps_values = set()
+    for n in t.nodes:
+        m = _BLOCK_ANY.match(n.name)
+        if m:
+            depth = max(depth, int(m.group(1)) + 1)
+        m = _BLOCK_LINEAR.match(n.name)
+        if m:
+            i, sub, op = m.groups()
+            sub = sub.replace("mlp/mlp.", "mlp.").replace("/", ".")
+            src = _weight_input(t, n)
+            if src is None:
+                continue
+            if op == "MatMul":
+                pl.place(f"encoder.blocks.{i}.{sub}.weight", src, transpose=True)
+            else:
+                pl.place(f"encoder.blocks.{i}.{sub}.bias", src)
+            continue
+        m = _BLOCK_LN.match(n.name)
+        if m:
+            i, ln, op = m.groups()
+            if op == "LayerNormalization":
+                layernorm_forms.add("fused")
+                pl.place(f"encoder.blocks.{i}.{ln}.weight", n.input[1])
+                if len(n.input) > 2 and n.input[2] in t.values:
+                    pl.place(f"encoder.blocks.{i}.{ln}.bias", n.input[2])
+                ln_eps_values.add(float(_attr(n, "epsilon", 1e-5)))
+            else:
+                layernorm_forms.add("decomposed")
+                src = _weight_input(t, n)
+                if src is not None:
+                    pl.place(f"encoder.blocks.{i}.{ln}.{'weight' if op == 'Mul' else 'bias'}", src)
+            continue
+        if re.match(r"^/blocks\.\d+/(attn_ln|mlp_ln)/Add$", n.name):
+            eps = [t.values[x] for x in n.input if x in t.values]
+            if eps and eps[0].size == 1:
+                ln_eps_values.add(float(eps[0].reshape(())))
+    if depth == 0:
+        raise OnnxImportError(f"{where}: not an S3 tokenizer graph: no '/blocks.N/' nodes found")
+
+    # --- positional table (v1): a [P, D] tensor sliced by position.
+    width = int(t.values[front_convs[0].input[1]].shape[0])
+    positional = "rotary"
+    for name, arr in t.values.items():
+        if arr.ndim == 2 and arr.shape[1] == width and any(c.op_type == "Slice" for c, _ in t.consumers[name]) \
+                and t.from_initializer[name]:
+            pl.place("encoder.positional_embedding", name)
+            positional = "table"
+            max_positions = int(arr.shape[0])
+
+    # --- quantizer: VQ codebook [D, K] consumed by ``.../_codebook/Pow_1``, or FSQ projection under /quantizer/.
+    quantizer = None
+    codebook_size = 0
+    for n in t.nodes:
+        if not n.name.startswith("/quantizer/"):
+            continue
+        if n.name.endswith("_codebook/Pow_1") and n.input[0] in t.values:
+            pl.place("quantizer.codebook", n.input[0])
+            codebook_size = int(t.values[n.input[0]].shape[1])
+            quantizer = "vq"
+        elif n.op_type == "MatMul":
+            src = _weight_input(t, n)
+            if src is None:
+                continue
+            if t.values[src].shape[-1] == 8 and t.values[src].ndim == 2:
+                pl.place("quantizer.project_down.weight", src, transpose=True)
+                quantizer = "fsq"
+            else:
+                pl.used.add(src)  # the VQ distance MatMul reads the codebook a second time
+        elif n.op_type == "Add":
+            src = _weight_input(t, n)
+            if src is not None and t.values[src].shape == (8,):
+                pl.place("quantizer.project_down.bias", src)
+    if quantizer is None:
+        raise OnnxImportError(f"{where}: not an S3 tokenizer graph: no VQ codebook or FSQ projection "
+                              "under '/quantizer/'")
+
+    # --- rotary tables (v2, v3): check them against ours rather than trusting a different formula.
+    rotary_tables = [name for name, arr in t.values.items()
+                     if not t.from_initializer[name] and arr.ndim == 2 and arr.dtype.kind == "f"
+                     and any(c.op_type == "Slice" for c, _ in t.consumers[name])]
+    if rotary_tables:
+        positional = "rotary"
+        half = t.values[rotary_tables[0]].shape[1]
+        cos, sin = rotary_table(t.values[rotary_tables[0]].shape[0], 2 * half, 10000.0)
+        for name in rotary_tables:
+            arr = torch.from_numpy(t.values[name].astype(np.float32))
+            if not (torch.allclose(arr, cos[:, :half], atol=1e-5) or torch.allclose(arr, sin[:, :half], atol=1e-5)):
+                raise OnnxImportError(f"{where}: rotary table {name} does not match theta=10000, dim={2 * half}")
+            pl.used.add(name)
+        notes.append(f"rotary tables checked ({len(rotary_tables)} x {list(t.values[rotary_tables[0]].shape)})")
+
+    # --- everything weight-like must have been placed.
+    leftover = sorted(n for n in t.values if t.is_weight(n) and n not in pl.used
+                      and (t.from_initializer[n] or t.values[n].size >= width))
+    heads = _infer_heads(t, width)
+    fsmn = any(k.endswith("fsmn_block.weight") for k in pl.params)
+    fused = layernorm_forms == {"fused"}
+    if quantizer == "vq":
+        version = "speech_tokenizer_v1" if strides[0] == 1 else "speech_tokenizer_v1_25hz"
+    else:
+        version = "speech_tokenizer_v2_25hz" if fused else "speech_tokenizer_v3_25hz"
+    eps = 1e-5
+    if ln_eps_values:
+        eps = float(np.float32(min(ln_eps_values)))
+        eps = 1e-5 if abs(eps - 1e-5) < 1e-9 else (1e-6 if abs(eps - 1e-6) < 1e-10 else eps)
+    n_mels = int(t.values[front_convs[0].input[1]].shape[1])
+    try:
+        config = S3Config(
+            version=version, width=width, heads=heads, depth=depth, n_mels=n_mels,
+            conv1_stride=strides[0], conv2_stride=strides[1], positional=positional,
+            max_positions=max_positions if positional == "table" else 1500,
+            fsmn=fsmn, quantizer=quantizer,
+            codebook_size=codebook_size if quantizer == "vq" else 3 ** 8,
+            ln_eps=eps, layernorm="fused" if fused else "decomposed",
+            fsmn_kernel=int(pl.params[next(k for k in pl.params if k.endswith("fsmn_block.weight"))].shape[-1])
+            if fsmn else 31,
+        )
+    except ValueError as e:
+        raise OnnxImportError(f"{where}: inconsistent S3 tokenizer graph: {e}") from None
+
+    from .model.tokenizer import S3Tokenizer
+
+    expected = S3Tokenizer(config).state_dict()
+    missing = sorted(k for k in expected if k not in pl.params)
+    shape_errors = sorted(f"{k}: file {list(pl.params[k].shape)} vs model {list(expected[k].shape)}"
+                          for k in expected if k in pl.params and pl.params[k].shape != expected[k].shape)
+    unknown = sorted(k for k in pl.params if k not in expected)
+    problems = []
+    if leftover:
+        problems.append(f"tensors left over (not placed): {', '.join(leftover)}")
+    if missing:
+        problems.append(f"parameters missing: {', '.join(missing)}")
+    if shape_errors:
+        problems.append(f"shape mismatches: {'; '.join(shape_errors)}")
+    if unknown:
+        problems.append(f"unexpected parameters: {', '.join(unknown)}")
+    if pl.conflicts:
+        problems.append(f"parameters given twice with different values: {', '.join(pl.conflicts)}")
+    if problems:
+        raise OnnxImportError(f"{where}: cannot map this ONNX file onto {version} "
+                              f"(width {width}, depth {depth}): " + " | ".join(problems))
+    logger.info("%s: identified %s (width %d, heads %d, depth %d, conv1 stride %d, %s LayerNorm, %d tensors)",
+                where, version, width, heads, depth, strides[0], config.layernorm, len(pl.params))
+    return ImportedModel(config, pl.params, where, notes)
+
+
+def _infer_heads(t: _GraphTensors, width: int) -> int:
+    """Heads from the attention's Reshape target ``[0, 0, H, Dh]``; else ``width // 64``."""
+    for n in t.nodes:
+        if n.op_type == "Reshape" and n.name.startswith("/blocks.0/attn/") and len(n.input) > 1:
+            shape = t.values.get(n.input[1])
+            if shape is not None and shape.size == 4 and int(shape[2]) * int(shape[3]) == width:
+                return int(shape[2])
+    return max(1, width // 64)

@@ -1,0 +1,34 @@
+"""Install s3tok: CosyVoice S3 speech tokenizers in PyTorch."""
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+version = re.search(r'__version__ = "([^"]+)"', (here / "s3tok" / "version.py").read_text()).group(1)
+
+setup(
+    name="s3tok",
+    version=version,
+    description="Fast, token-exact PyTorch re-implementation of CosyVoice's S3 speech tokenizers",
+    long_description=(here / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    packages=find_packages(include=["s3tok", "s3tok.*"]),
+    python_requires=">=3.9",
+    # torch is left unpinned so that a GPU machine keeps (or gets) its CUDA build.
+    install_requires=[
+        "torch>=2.1",
+        "numpy",
+        "onnx",
+        "soundfile",
+        "kaldi-native-io",
+        "tqdm",
+        "safetensors",
+    ],
+    extras_require={
+        "test": ["pytest", "onnxruntime"],
+        "parity": ["onnxruntime"],
+    },
+    entry_points={"console_scripts": ["s3tok=s3tok.cli:main"]},
+)
