@@ -1,0 +1,253 @@
+"""Audio front end: decode, mono, resample to 16 kHz, Whisper log-mel, padding.
+
+Everything here reproduces what CosyVoice feeds its tokenizers: ``torchaudio.load`` float scaling,
+the channel mean before resampling, ``torchaudio.transforms.Resample`` (windowed sinc, Hann,
+``lowpass_filter_width=6``, ``rolloff=0.99``) and Whisper's 128-bin log-mel. Nothing needs
+torchaudio or librosa; the resampler and the mel run on any torch device.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import os
+from typing import BinaryIO, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import soundfile as sf
+import torch
+
+SAMPLE_RATE = 16000
+N_FFT = 400
+HOP_LENGTH = 160
+LOWPASS_FILTER_WIDTH = 6
+ROLLOFF = 0.99
+
+AudioSource = Union[str, os.PathLike, BinaryIO]
+
+
+class AudioError(ValueError):
+    """Audio that cannot be used: missing, undecodable or empty. The message names the source."""
+
+
+def _source_name(source: AudioSource) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return str(getattr(source, "name", "<file object>"))
+
+
+def read_audio(source: AudioSource) -> Tuple[torch.Tensor, int]:
+    """Decode ``source`` with soundfile as ``torchaudio.load`` would: float32 ``[channels, samples]``
+    (int16 / 2^15, int24 / 2^23, int32 / 2^31, float as stored) and the sample rate."""
+    name = _source_name(source)
+    if isinstance(source, (str, os.PathLike)) and not os.path.isfile(source):
+        raise AudioError(f"{name}: no such audio file")
+    try:
+        data, rate = sf.read(source, dtype="float32", always_2d=True)
+    except Exception as e:  # soundfile raises several types (LibsndfileError, RuntimeError, TypeError)
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AudioError(f"{name}: cannot decode audio ({reason})") from None
+    if data.shape[0] == 0 or data.shape[1] == 0:
+        raise AudioError(f"{name}: audio is empty (0 samples)")
+    return torch.from_numpy(np.ascontiguousarray(data.T)), int(rate)
+
+
+def load_audio(source: AudioSource, sr: int = SAMPLE_RATE) -> torch.Tensor:
+    """Decode ``source`` (path or binary file object), average the channels, resample to ``sr``.
+
+    Returns a float32 1-D tensor. Raises :class:`AudioError` naming the source and the problem.
+    """
+    audio, rate = read_audio(source)
+    audio = audio.mean(dim=0)
+    if not torch.isfinite(audio).all():
+        raise AudioError(f"{_source_name(source)}: audio contains NaN or infinite samples")
+    if rate != sr:
+        audio = resample(audio, rate, sr)
+    return audio
+
+
+@functools.lru_cache(maxsize=32)
+def _sinc_kernel_cpu(orig: int, new: int) -> Tuple[torch.Tensor, int]:
+    """torchaudio's windowed-sinc kernel for gcd-reduced rates: built in float64, rounded to float32 once.
+
+    Shape ``[new, 1, 2 * width + orig]``; output phase ``j`` reads input offsets ``-width .. width + orig``.
+    """
+    base = min(orig, new) * ROLLOFF
+    width = math.ceil(LOWPASS_FILTER_WIDTH * orig / base)
+    idx = torch.arange(-width, width + orig, dtype=torch.float64)[None, None] / orig
+    # torchaudio divides the integer phase index in the default (float32) dtype before adding idx
+    phase = torch.arange(0, -new, -1)[:, None, None] / new
+    t = (phase.to(torch.float32) + idx) * base
+    t = t.clamp(-LOWPASS_FILTER_WIDTH, LOWPASS_FILTER_WIDTH)
+    window = torch.cos(t * math.pi / LOWPASS_FILTER_WIDTH / 2) ** 2
+    t = t * math.pi
+    kernel = torch.where(t == 0, torch.ones((), dtype=t.dtype), t.sin() / t)
+    kernel = kernel * (window * (base / orig))
+    return kernel.to(torch.float32), width
+
+
+def resample(audio: torch.Tensor, orig_sr: int, new_sr: int = SAMPLE_RATE) -> torch.Tensor:
+    """Resample ``audio [..., samples]`` like ``torchaudio.transforms.Resample(orig_sr, new_sr)``.
+
+    Runs on the device of ``audio``; output length ``ceil(new * samples / orig)`` (gcd-reduced rates).
+    """
+    if orig_sr <= 0 or new_sr <= 0:
+        raise ValueError(f"sample rates must be positive, got {orig_sr} -> {new_sr}")
+    if orig_sr == new_sr:
+        return audio
+    if not audio.is_floating_point():
+        raise TypeError(f"resample needs a floating-point waveform, got {audio.dtype}")
+    g = math.gcd(int(orig_sr), int(new_sr))
+    orig, new = int(orig_sr) // g, int(new_sr) // g
+    kernel, width = _sinc_kernel_cpu(orig, new)
+    kernel = kernel.to(device=audio.device, dtype=audio.dtype)
+    shape = audio.shape
+    x = audio.reshape(-1, shape[-1])
+    length = x.shape[-1]
+    x = torch.nn.functional.pad(x, (width, width + orig))
+    y = torch.nn.functional.conv1d(x[:, None], kernel, stride=orig)
+    y = y.transpose(1, 2).reshape(x.shape[0], -1)
+    target = int(math.ceil(new * length / orig))
+    return y[..., :target].reshape(shape[:-1] + (-1,))
+
+
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    """Slaney mel scale: linear below 1 kHz, logarithmic above (librosa, ``htk=False``)."""
+    f = np.asanyarray(f, dtype=np.float64)
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    mel = f / f_sp
+    above = f >= min_log_hz
+    mel = np.where(above, min_log_mel + np.log(np.maximum(f, 1e-300) / min_log_hz) / logstep, mel)
+    return mel
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    m = np.asanyarray(m, dtype=np.float64)
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+
+@functools.lru_cache(maxsize=8)
+def mel_filters_np(n_mels: int = 128, sr: int = SAMPLE_RATE, n_fft: int = N_FFT) -> np.ndarray:
+    """Slaney-scale, Slaney-normalised triangular filters ``[n_mels, n_fft // 2 + 1]`` float32,
+    as ``librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels)`` (the table Whisper ships)."""
+    fft_freqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sr)
+    lo, hi = _hz_to_mel(np.array(0.0)), _hz_to_mel(np.array(sr / 2.0))
+    mel_f = _mel_to_hz(np.linspace(lo, hi, n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = np.subtract.outer(mel_f, fft_freqs)
+    weights = np.zeros((n_mels, len(fft_freqs)), dtype=np.float32)
+    for i in range(n_mels):
+        lower = -ramps[i] / fdiff[i]
+        upper = ramps[i + 2] / fdiff[i + 1]
+        weights[i] = np.maximum(0, np.minimum(lower, upper))
+    enorm = 2.0 / (mel_f[2:n_mels + 2] - mel_f[:n_mels])
+    weights *= enorm[:, None]
+    return weights
+
+
+@functools.lru_cache(maxsize=16)
+def _mel_filters(device: torch.device, n_mels: int) -> torch.Tensor:
+    return torch.from_numpy(mel_filters_np(n_mels)).to(device)
+
+
+@functools.lru_cache(maxsize=16)
+def _hann(device: torch.device) -> torch.Tensor:
+    return torch.hann_window(N_FFT, device=device)
+
+
+def mel_frames(num_samples: int) -> int:
+    """Log-mel frames of ``num_samples`` 16 kHz samples (the last STFT frame is dropped)."""
+    return num_samples // HOP_LENGTH
+
+
+def _check_length(n: int, what: str = "audio") -> None:
+    if n <= N_FFT // 2:
+        raise ValueError(f"{what} too short for a log-mel: {n} samples at 16 kHz (need > {N_FFT // 2})")
+
+
+def _log_compress(mel: torch.Tensor, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``log10(max(mel, 1e-10))``, floor at the utterance max - 8, then ``(x + 4) / 4``.
+
+    ``mel`` is ``[n_mels, T]`` or ``[B, n_mels, T]`` with ``valid [B, T]`` marking real frames.
+    """
+    log_spec = torch.clamp(mel, min=1e-10).log10()
+    if valid is None:
+        log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
+    else:
+        masked = log_spec.masked_fill(~valid[:, None, :], float("-inf"))
+        peak = masked.amax(dim=(1, 2), keepdim=True)
+        log_spec = torch.maximum(log_spec, peak - 8.0)
+    return (log_spec + 4.0) / 4.0
+
+
+def log_mel_spectrogram(audio: Union[str, os.PathLike, np.ndarray, torch.Tensor], n_mels: int = 128,
+                        padding: int = 0, device: Union[None, str, torch.device] = None) -> torch.Tensor:
+    """Whisper log-mel ``[n_mels, samples // 160]`` of a 16 kHz waveform (or of an audio file's path).
+
+    STFT n_fft 400, hop 160, periodic Hann, centred with reflect padding, last frame dropped; power
+    spectrum; Slaney mel filters; log10 with the whole-utterance ``max - 8`` floor; ``(x + 4) / 4``.
+    ``padding`` appends that many zero samples first. Computed on ``device`` (default: the input's).
+    """
+    if isinstance(audio, (str, os.PathLike)):
+        audio = load_audio(audio)
+    elif not torch.is_tensor(audio):
+        audio = torch.from_numpy(np.asarray(audio, dtype=np.float32))
+    if audio.dim() != 1:
+        raise ValueError(f"log_mel_spectrogram expects a 1-D waveform, got shape {tuple(audio.shape)}")
+    if device is not None:
+        audio = audio.to(device)
+    audio = audio.to(torch.float32)
+    if padding > 0:
+        audio = torch.nn.functional.pad(audio, (0, padding))
+    _check_length(audio.shape[-1])
+    stft = torch.stft(audio, N_FFT, HOP_LENGTH, window=_hann(audio.device), return_complex=True)
+    power = stft[..., :-1].abs() ** 2
+    mel = _mel_filters(audio.device, n_mels) @ power
+    return _log_compress(mel)
+
+
+def log_mel_batch(wavs: Sequence[torch.Tensor], n_mels: int = 128,
+                  device: Union[None, str, torch.device] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Log-mels of many 16 kHz waveforms in one STFT on one device: ``(mels [B, n_mels, T], lens [B])``.
+
+    Each item is reflect-padded on its own and floored at its own max, so item ``i`` equals
+    ``log_mel_spectrogram(wavs[i])`` on its ``lens[i]`` frames; frames past an item's length are 0.
+    """
+    if len(wavs) == 0:
+        raise ValueError("log_mel_batch needs at least one waveform")
+    dev = torch.device(device) if device is not None else wavs[0].device
+    half = N_FFT // 2
+    padded = []
+    for i, w in enumerate(wavs):
+        if w.dim() != 1:
+            raise ValueError(f"waveform {i} must be 1-D, got shape {tuple(w.shape)}")
+        _check_length(w.shape[-1], f"waveform {i}")
+        w = w.to(dev, torch.float32)
+        padded.append(torch.nn.functional.pad(w[None, None], (half, half), mode="reflect")[0, 0])
+    lens = torch.tensor([mel_frames(w.shape[-1]) for w in wavs], dtype=torch.int32)
+    longest = max(p.shape[-1] for p in padded)
+    x = torch.stack([torch.nn.functional.pad(p, (0, longest - p.shape[-1])) for p in padded])
+    stft = torch.stft(x, N_FFT, HOP_LENGTH, window=_hann(dev), center=False, return_complex=True)
+    t_max = int(lens.max())
+    power = stft[..., :t_max].abs() ** 2
+    mel = _mel_filters(dev, n_mels) @ power
+    valid = torch.arange(t_max, device=dev)[None, :] < lens.to(dev)[:, None]
+    out = _log_compress(mel, valid)
+    return out.masked_fill(~valid[:, None, :], 0.0), lens
+
+
+def padding(data: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Stack log-mels ``[n_mels, T_i]`` into zero-padded ``[B, n_mels, max T]`` and lengths int32 ``[B]``."""
+    if not isinstance(data, (list, tuple)) or len(data) == 0:
+        raise ValueError("padding expects a non-empty list of [n_mels, T] tensors")
+    n_mels = data[0].shape[0]
+    for i, m in enumerate(data):
+        if m.dim() != 2 or m.shape[0] != n_mels:
+            raise ValueError(f"padding: item {i} has shape {tuple(m.shape)}, expected [{n_mels}, T]")
+    lens = torch.tensor([m.shape[1] for m in data], dtype=torch.int32)
+    out = data[0].new_zeros((len(data), n_mels, int(lens.max())))
+    for i, m in enumerate(data):
+        out[i, :, :m.shape[1]] = m
+    return out, lens

@@ -1,0 +1,164 @@
+"""The tokenize loop: decode, log-mel, length-sorted batches, model, writer; bad utterances recorded."""
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, TextIO, Tuple
+
+import torch
+from tqdm import tqdm
+
+from .audio import load_audio, log_mel_spectrogram
+from .data import WavEntry, open_wav_entry
+from .model import S3Tokenizer
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+HOP = 160
+
+
+@dataclass
+class Features:
+    """One decoded utterance: its key, log-mel ``[128, T]`` and duration in seconds."""
+
+    key: str
+    mel: torch.Tensor
+    seconds: float
+
+
+@dataclass
+class Failure:
+    key: str
+    reason: str
+
+
+@dataclass
+class RunStats:
+    """Counts of a tokenize run, for the log line at its end."""
+
+    done: int = 0
+    failed: int = 0
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    failures: List[Failure] = field(default_factory=list)
+
+    @property
+    def speed(self) -> float:
+        """Seconds of audio per second of wall time (inverse real-time factor)."""
+        return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def featurize(entry: WavEntry, base_dir=None, device: Optional[torch.device] = None) -> Features:
+    """Decode one ``wav.scp`` entry to 16 kHz mono and compute its log-mel (raises on bad audio)."""
+    source = open_wav_entry(entry, base_dir)
+    wav = load_audio(source, sr=SAMPLE_RATE)
+    if wav.numel() < HOP:
+        raise ValueError(f"audio too short: {wav.numel()} samples at 16 kHz (< {HOP}, no mel frame)")
+    if not torch.isfinite(wav).all():
+        raise ValueError("audio contains NaN or infinite samples")
+    mel = log_mel_spectrogram(wav, device=device)
+    return Features(entry.key, mel, wav.numel() / SAMPLE_RATE)
+
+
+def make_batches(items: Sequence[Features], batch_size: int, max_frames_per_batch: int) -> List[List[Features]]:
+    """Sort by length (longest first) and fill batches up to ``batch_size`` items and
+    ``max_frames_per_batch`` padded frames (a longer item goes alone). Each item lands once."""
+    order = sorted(items, key=lambda f: -f.mel.shape[-1])
+    batches: List[List[Features]] = []
+    current: List[Features] = []
+    for it in order:
+        longest = current[0].mel.shape[-1] if current else it.mel.shape[-1]
+        if current and (len(current) >= batch_size or (len(current) + 1) * longest > max_frames_per_batch):
+            batches.append(current)
+            current = []
+        current.append(it)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _pad(mels: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    lens = torch.tensor([m.shape[-1] for m in mels], dtype=torch.int64)
+    out = mels[0].new_zeros((len(mels), mels[0].shape[0], int(lens.max())))
+    for i, m in enumerate(mels):
+        out[i, :, :m.shape[-1]] = m
+    return out, lens
+
+
+def tokenize_batch(model: S3Tokenizer, batch: Sequence[Features]) -> List[List[int]]:
+    """Tokens of each item of one batch."""
+    mels, lens = _pad([f.mel for f in batch])
+    codes, code_lens = model.quantize(mels, lens)
+    codes = codes.cpu()
+    return [codes[i, :int(n)].tolist() for i, n in enumerate(code_lens.tolist())]
+
+
+def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
+                 write_tokens: Callable[[str, List[int]], None],
+                 write_failure: Callable[[str, str], None],
+                 batch_size: int = 16, max_frames_per_batch: int = 48000, chunk_size: int = 0,
+                 num_workers: int = 2, base_dir=None, device: Optional[torch.device] = None,
+                 progress: bool = True) -> RunStats:
+    """Tokenize ``entries``: decode/mel in ``num_workers`` threads a chunk ahead, batch by length, write.
+
+    Every entry ends in exactly one of ``write_tokens`` or ``write_failure`` (key, one-line reason).
+    """
+    stats = RunStats()
+    chunk_size = chunk_size or max(batch_size * 8, 64)
+    chunks = [entries[i:i + chunk_size] for i in range(0, len(entries), chunk_size)]
+    start = time.perf_counter()
+    bar = tqdm(total=len(entries), unit="utt", disable=not progress, dynamic_ncols=True)
+
+    def fail(key: str, reason: str) -> None:
+        stats.failed += 1
+        stats.failures.append(Failure(key, reason))
+        logger.warning("%s: failed: %s", key, reason)
+        write_failure(key, reason)
+        bar.update(1)
+
+    def submit_chunk(pool: ThreadPoolExecutor, chunk: Sequence[WavEntry]):
+        return [(e, pool.submit(featurize, e, base_dir, device)) for e in chunk]
+
+    with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
+        pending = submit_chunk(pool, chunks[0]) if chunks else []
+        for ci in range(len(chunks)):
+            current = pending
+            pending = submit_chunk(pool, chunks[ci + 1]) if ci + 1 < len(chunks) else []
+            feats: List[Features] = []
+            for entry, fut in current:
+                try:
+                    feats.append(fut.result())
+                except Exception as e:  # noqa: BLE001 - any decode problem is this utterance's failure
+                    fail(entry.key, _one_line(e))
+            for batch in make_batches(feats, batch_size, max_frames_per_batch):
+                try:
+                    results = [(f, toks) for f, toks in zip(batch, tokenize_batch(model, batch))]
+                except Exception as e:  # noqa: BLE001 - retry one by one to isolate the bad item
+                    logger.warning("batch of %d failed (%s); retrying its items one by one", len(batch), _one_line(e))
+                    results = []
+                    for f in batch:
+                        try:
+                            results.append((f, tokenize_batch(model, [f])[0]))
+                        except Exception as e1:  # noqa: BLE001
+                            fail(f.key, _one_line(e1))
+                for f, toks in results:
+                    if not toks:
+                        fail(f.key, "model returned no tokens")
+                        continue
+                    write_tokens(f.key, toks)
+                    stats.done += 1
+                    stats.audio_seconds += f.seconds
+                    bar.update(1)
+                stats.wall_seconds = time.perf_counter() - start
+                bar.set_postfix_str(f"{stats.speed:.1f} audio s/s, {stats.failed} failed")
+    bar.close()
+    stats.wall_seconds = time.perf_counter() - start
+    return stats

@@ -1,0 +1,205 @@
+"""Front end: decoding, channel mean, resampler and log-mel against the reference, error messages."""
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from s3tok.audio import (AudioError, load_audio, log_mel_batch, log_mel_spectrogram, mel_filters_np,
+                         mel_frames, padding, read_audio, resample)
+
+FRONT_END_CLIPS = ("en_music_44k", "stereo_mix", "en_morning")
+
+
+def _clip_path(ref, utt):
+    for line in (ref / "wav.scp").read_text().splitlines():
+        key, path = line.split(maxsplit=1)
+        if key == utt:
+            return ref / path
+    raise KeyError(utt)
+
+
+@pytest.mark.parametrize("utt", FRONT_END_CLIPS)
+def test_waveform_matches_reference(ref, utt):
+    """Decode + channel mean + resample within 1e-5 of ``expected/<utt>.wav16k.npy``."""
+    wav = load_audio(str(_clip_path(ref, utt)))
+    expected = np.load(ref / "expected" / f"{utt}.wav16k.npy")
+    assert wav.dtype == torch.float32 and wav.shape == expected.shape
+    err = float(np.abs(wav.numpy() - expected).max())
+    print(f"{utt}: max abs waveform error {err:.2e}")
+    assert err <= 1e-5
+
+
+@pytest.mark.parametrize("utt", FRONT_END_CLIPS)
+def test_log_mel_matches_reference(ref, utt):
+    mel = log_mel_spectrogram(load_audio(str(_clip_path(ref, utt))))
+    expected = np.load(ref / "expected" / f"{utt}.mel.npy")
+    assert mel.shape == expected.shape
+    err = float(np.abs(mel.numpy() - expected).max())
+    print(f"{utt}: max abs log-mel error {err:.2e}")
+    assert err <= 1e-5
+
+
+def test_every_reference_clip_has_expected_frame_count(ref):
+    """Frames = samples_16k // 160 for every clip (rates 8k..48k, int16/24, float, flac, stereo)."""
+    import json
+
+    meta = json.loads((ref / "meta.json").read_text())
+    clips = meta["clips"]
+    for line in (ref / "wav.scp").read_text().splitlines():
+        utt, path = line.split(maxsplit=1)
+        mel = log_mel_spectrogram(load_audio(str(ref / path)))
+        assert mel.shape[0] == 128
+        assert mel.shape[1] == clips[utt]["mel_frames"], utt
+
+
+def test_stereo_is_channel_mean_before_resampling(tmp_path):
+    rng = np.random.default_rng(0)
+    left, right = rng.uniform(-0.5, 0.5, (2, 22050)).astype(np.float32)
+    path = tmp_path / "st.wav"
+    sf.write(path, np.stack([left, right], 1), 22050, subtype="FLOAT")
+    got = load_audio(str(path))
+    mono = (torch.from_numpy(left) + torch.from_numpy(right)) / 2
+    assert torch.equal(got, resample(mono, 22050, 16000))
+
+
+@pytest.mark.parametrize("fmt,subtype,scale", [
+    ("WAV", "PCM_U8", 2 ** 7), ("WAV", "PCM_16", 2 ** 15), ("WAV", "PCM_24", 2 ** 23),
+    ("WAV", "PCM_32", 2 ** 31), ("WAV", "FLOAT", None), ("FLAC", "PCM_16", 2 ** 15),
+    ("FLAC", "PCM_24", 2 ** 23)])
+def test_decoding_scales_like_torchaudio(tmp_path, fmt, subtype, scale):
+    """Integer PCM is divided by 2^(bits-1); float is returned as stored."""
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-0.9, 0.9, 4000).astype(np.float32)
+    path = tmp_path / f"x.{fmt.lower()}"
+    sf.write(path, x, 16000, format=fmt, subtype=subtype)
+    got = load_audio(str(path)).numpy()
+    if scale is None:
+        assert np.array_equal(got, x)
+    else:
+        # the stored integers, read back exactly, divided by the full scale
+        dtype = {"PCM_U8": "int16", "PCM_16": "int16", "PCM_24": "int32", "PCM_32": "int32"}[subtype]
+        ints, _ = sf.read(path, dtype=dtype)
+        if subtype == "PCM_U8":
+            ints = ints // 256  # soundfile widens 8-bit to the high byte of int16
+        if subtype == "PCM_24":
+            ints = ints // 256
+        np.testing.assert_array_equal(got, (ints.astype(np.float64) / scale).astype(np.float32))
+
+
+@pytest.mark.parametrize("fmt,subtype", [("OGG", "VORBIS"), ("MP3", "MPEG_LAYER_III")])
+def test_compressed_formats_decode(tmp_path, fmt, subtype):
+    if fmt not in sf.available_formats():
+        pytest.skip(f"this libsndfile has no {fmt}")
+    t = np.arange(16000) / 16000
+    x = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    path = tmp_path / f"x.{fmt.lower()}"
+    sf.write(path, x, 16000, format=fmt, subtype=subtype)
+    got = load_audio(str(path))
+    assert abs(got.numel() - 16000) < 2000 and got.abs().max() > 0.1
+
+
+def test_file_object_and_bytes(ref):
+    path = _clip_path(ref, "en_morning")
+    with open(path, "rb") as f:
+        from_obj = load_audio(f)
+    from_bytes = load_audio(io.BytesIO(path.read_bytes()))
+    assert torch.equal(from_obj, load_audio(str(path))) and torch.equal(from_bytes, from_obj)
+
+
+@pytest.mark.parametrize("orig", [8000, 11025, 22050, 24000, 32000, 44100, 48000, 96000, 12345])
+def test_resample_length_and_passband(orig):
+    """Length ``ceil(16000 * n / orig)``; a 1 kHz tone comes through with its amplitude."""
+    n = orig // 2 + 7
+    t = torch.arange(n, dtype=torch.float64) / orig
+    x = torch.sin(2 * math.pi * 1000 * t).float()
+    y = resample(x, orig, 16000)
+    g = math.gcd(orig, 16000)
+    assert y.numel() == math.ceil((16000 // g) * n / (orig // g))
+    mid = y[200:-200]
+    ref = torch.sin(2 * math.pi * 1000 * torch.arange(y.numel(), dtype=torch.float64) / 16000)[200:-200]
+    assert float((mid.double() - ref).abs().max()) < 2e-3
+
+
+def test_resample_batched_equals_single():
+    x = torch.randn(3, 5000)
+    y = resample(x, 44100, 16000)
+    for i in range(3):
+        assert torch.allclose(y[i], resample(x[i], 44100, 16000), atol=1e-6, rtol=0)
+
+
+def test_mel_filters_shape_and_normalisation():
+    w = mel_filters_np(128)
+    assert w.shape == (128, 201) and w.dtype == np.float32 and (w >= 0).all()
+    # Slaney normalisation: each triangle has unit area in Hz (weights sum * bin width ~ 2 / (f_hi - f_lo) * ...)
+    assert (w.max(axis=1) > 0).all()
+    assert mel_filters_np(80).shape == (80, 201)
+
+
+def test_log_mel_frames_and_floor():
+    x = torch.randn(16000 * 2 + 123) * 0.1
+    mel = log_mel_spectrogram(x)
+    assert mel.shape == (128, mel_frames(x.numel())) == (128, 200)
+    assert float(mel.max() - mel.min()) <= 2.0 + 1e-6  # the max - 8 floor, divided by 4
+    assert log_mel_spectrogram(x.numpy()).equal(mel)
+    assert log_mel_spectrogram(x, padding=480).shape == (128, 203)
+
+
+def test_log_mel_batch_equals_per_item():
+    torch.manual_seed(0)
+    wavs = [torch.randn(n) * s for n, s in ((300, 0.1), (48000, 0.5), (16000 * 7 + 55, 0.01), (1600, 1.0))]
+    mels, lens = log_mel_batch(wavs)
+    assert lens.tolist() == [mel_frames(w.numel()) for w in wavs]
+    for i, w in enumerate(wavs):
+        single = log_mel_spectrogram(w)
+        assert torch.allclose(mels[i, :, :lens[i]], single, atol=1e-5, rtol=0)
+        assert (mels[i, :, lens[i]:] == 0).all()
+
+
+def test_padding_shapes_and_lengths():
+    mels = [torch.randn(128, n) for n in (5, 17, 9)]
+    out, lens = padding(mels)
+    assert out.shape == (3, 128, 17) and lens.dtype == torch.int32 and lens.tolist() == [5, 17, 9]
+    assert torch.equal(out[0, :, :5], mels[0]) and (out[0, :, 5:] == 0).all()
+    with pytest.raises(ValueError, match="item 1"):
+        padding([torch.randn(128, 3), torch.randn(80, 3)])
+    with pytest.raises(ValueError, match="non-empty"):
+        padding([])
+
+
+def test_missing_file_error(tmp_path):
+    missing = tmp_path / "nope.wav"
+    with pytest.raises(AudioError, match=r"nope\.wav: no such audio file"):
+        load_audio(str(missing))
+
+
+def test_undecodable_file_error(tmp_path):
+    bad = tmp_path / "notaudio.wav"
+    bad.write_text("this is not audio\n")
+    with pytest.raises(AudioError, match=r"notaudio\.wav: cannot decode audio"):
+        load_audio(str(bad))
+
+
+def test_empty_audio_error(tmp_path):
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, np.float32), 16000, subtype="PCM_16")
+    with pytest.raises(AudioError, match=r"empty\.wav: audio is empty"):
+        read_audio(str(empty))
+
+
+def test_nan_audio_error(tmp_path):
+    p = tmp_path / "nan.wav"
+    x = np.zeros(1600, np.float32)
+    x[10] = np.nan
+    sf.write(p, x, 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"nan\.wav: audio contains NaN"):
+        load_audio(str(p))
+
+
+def test_too_short_for_mel():
+    with pytest.raises(ValueError, match="too short"):
+        log_mel_spectrogram(torch.zeros(150))

@@ -1,0 +1,166 @@
+"""Unit tests of the model: exact masking, window plans, grouping, dtypes, freeze."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import MODEL_NAMES
+from s3tok.model import S3Config, S3Tokenizer, official_config
+from s3tok.model.tokenizer import group_segments
+from s3tok.model.windows import merge_segments, plan_segments
+
+
+def random_model(version: str, seed: int = 0) -> S3Tokenizer:
+    torch.manual_seed(seed)
+    m = S3Tokenizer(official_config(version, width=128, heads=2, depth=2))
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if p.dim() >= 2:
+                p.normal_(0, p.shape[-1] ** -0.5)
+            elif name.endswith("weight"):
+                p.normal_(1.0, 0.1)
+            else:
+                p.normal_(0, 0.1)
+    return m.eval()
+
+
+@pytest.mark.parametrize("version", MODEL_NAMES)
+def test_padding_does_not_leak(version):
+    """Items of very different lengths padded into one forward give their batch-1 tokens.
+
+    This fails if any of the masks (before conv1/conv2, attention keys, FSMN) is wrong.
+    """
+    model = random_model(version)
+    torch.manual_seed(1)
+    lens = [2999, 57, 1200, 8]
+    mels = torch.rand(len(lens), 128, max(lens)) * 2.5 - 1.0
+    for i, n in enumerate(lens):
+        mels[i, :, n:] = 5.0  # garbage in the padding: masking must hide it
+    codes, code_lens = model.forward_segments(mels, torch.tensor(lens))
+    for i, n in enumerate(lens):
+        alone, alone_len = model.forward_segments(mels[i:i + 1, :, :n], torch.tensor([n]))
+        assert int(code_lens[i]) == int(alone_len[0]) == model.num_tokens(n)
+        assert codes[i, :code_lens[i]].tolist() == alone[0, :alone_len[0]].tolist(), f"item {i} (len {n})"
+
+
+def test_padding_leak_is_detected():
+    """Sanity check of the test above: without the key mask the batch changes the short item's tokens."""
+    model = random_model("speech_tokenizer_v2_25hz")
+    enc = model.encoder
+    torch.manual_seed(1)
+    mels = torch.rand(2, 128, 2000) * 2.5 - 1.0
+    lens = torch.tensor([2000, 300])
+    with torch.no_grad():
+        h_full, _ = enc(mels, torch.tensor([2000, 2000]))  # padding treated as real frames
+        h_alone, _ = enc(mels[1:, :, :300], torch.tensor([300]))
+    n = model.num_tokens(300)
+    assert not torch.equal(model.quantizer(h_full[1, :n]), model.quantizer(h_alone[0, :n]))
+
+
+def test_window_plan_matches_reference(ref):
+    windows = json.loads((ref / "expected" / "windows.json").read_text())
+    frames = {"long_35s": 3501, "long_65s": 6502}
+    for utt, wins in windows.items():
+        for version in MODEL_NAMES:
+            cfg = official_config(version)
+            segs = plan_segments(0, frames[utt], cfg.num_tokens, cfg.token_rate)
+            assert [(s.start, s.start + s.length) for s in segs] == [(w["start"], w["end"]) for w in wins]
+            kept = [[s.keep_from, s.keep_to, cfg.num_tokens(s.length)] for s in segs]
+            assert kept == [w["kept_tokens"][version] for w in wins]
+            merged = merge_segments(segs, [list(range(cfg.num_tokens(s.length))) for s in segs])
+            assert len(merged) == cfg.num_tokens(frames[utt])
+
+
+@pytest.mark.parametrize("frames", [3001, 5600, 5601, 8200, 52 * 100 + 40, 360000])
+def test_window_lengths_exact(frames):
+    """No redundant window, and merged length = whole-utterance token count (52.4 s: 1310 at 25 Hz)."""
+    for version in ("speech_tokenizer_v1", "speech_tokenizer_v2_25hz"):
+        cfg = official_config(version)
+        segs = plan_segments(0, frames, cfg.num_tokens, cfg.token_rate)
+        assert segs[-1].start + segs[-1].length == frames
+        assert len(segs) == 1 or segs[-2].start + 3000 < frames  # the previous window did not reach the end
+        assert sum(s.keep_to - s.keep_from for s in segs) == cfg.num_tokens(frames)
+    assert official_config("speech_tokenizer_v2_25hz").num_tokens(5240) == 1310
+
+
+def test_group_segments_bounded_and_exact():
+    cfg = official_config("speech_tokenizer_v1")
+    segs = [s for i, n in enumerate([360000, 100, 200, 2999, 3000, 50]) for s in
+            plan_segments(i, n, cfg.num_tokens, cfg.token_rate)]
+    groups = group_segments(segs, max_frames=4 * 3000)
+    assert sorted((s.item, s.start) for g in groups for s in g) == sorted((s.item, s.start) for s in segs)
+    for g in groups:
+        assert len(g) * g[0].length <= 4 * 3000
+        assert all(s.length <= g[0].length for s in g)
+    # short items are not padded to a 30 s window: they go with the similar-length last window
+    for g in groups:
+        if any(s.length <= 200 for s in g):
+            assert g[0].length < 3000
+
+
+def test_long_item_mixed_with_short_items_and_forward_bound():
+    model = random_model("speech_tokenizer_v1_25hz")
+    torch.manual_seed(2)
+    lens = [7000, 120, 2500]
+    mels = torch.rand(3, 128, max(lens)) * 2 - 1
+    calls = []
+    orig = model.forward_segments
+
+    def spy(m, l):
+        calls.append(tuple(m.shape))
+        return orig(m, l)
+
+    model.forward_segments = spy
+    codes, code_lens = model.quantize(mels, torch.tensor(lens), max_frames_per_forward=6000)
+    assert all(b * t <= 6000 for b, _, t in calls)
+    assert min(t for _, _, t in calls) == 120  # the short item was not padded to a 30 s window
+    for i, n in enumerate(lens):
+        alone, alen = model.quantize(mels[i:i + 1, :, :n], torch.tensor([n]))
+        assert codes[i, :code_lens[i]].tolist() == alone[0, :alen[0]].tolist()
+
+
+def test_bad_inputs_are_named():
+    model = random_model("speech_tokenizer_v1")
+    with pytest.raises(ValueError, match=r"mels must be \[B, 128, T\]"):
+        model.quantize(torch.zeros(1, 80, 100), torch.tensor([100]))
+    with pytest.raises(ValueError, match="length 0"):
+        model.quantize(torch.zeros(2, 128, 100), torch.tensor([100, 0]))
+    with pytest.raises(ValueError, match="mels_lens"):
+        model.quantize(torch.zeros(2, 128, 100), torch.tensor([100]))
+
+
+def test_freeze_and_ordinary_tensors():
+    model = random_model("speech_tokenizer_v3_25hz").freeze()
+    assert not any(p.requires_grad for p in model.parameters())
+    mels = torch.rand(2, 128, 400)
+    model.train()
+    c_train, _ = model.quantize(mels, torch.tensor([400, 300]))
+    model.eval()
+    c_eval, _ = model.quantize(mels, torch.tensor([400, 300]))
+    assert torch.equal(c_train, c_eval)
+    assert not c_eval.is_inference()
+    assert c_eval.dtype == torch.int64
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_keeps_decisions_fp32(dtype):
+    model = random_model("speech_tokenizer_v2_25hz").set_dtype(dtype)
+    assert model.encoder.conv1.weight.dtype == dtype
+    assert model.quantizer.project_down.weight.dtype == torch.float32
+    mels = torch.rand(2, 128, 500) * 2 - 1
+    codes, lens = model.quantize(mels, torch.tensor([500, 321]))
+    assert lens.tolist() == [125, 81]
+    assert int(codes.max()) < 3 ** 8 and int(codes.min()) >= 0
+    fp32 = random_model("speech_tokenizer_v2_25hz")
+    ref, _ = fp32.quantize(mels, torch.tensor([500, 321]))
+    agree = (codes[0] == ref[0]).float().mean().item()
+    print(f"{dtype}: {agree:.1%} of tokens agree with fp32 on a random model")
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="not a multiple"):
+        S3Config("speech_tokenizer_v1", width=100, heads=3)
+    with pytest.raises(ValueError, match="unknown model version"):
+        official_config("speech_tokenizer_v9")
