@@ -109,7 +109,8 @@ def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
                  progress: bool = True) -> RunStats:
     """Tokenize ``entries``: decode/mel in ``num_workers`` threads a chunk ahead, batch by length, write.
 
-    Every entry ends in exactly one of ``write_tokens`` or ``write_failure`` (key, one-line reason).
+    Every entry ends in exactly one of ``write_tokens`` or ``write_failure`` (key, one-line reason);
+    tokens are written in the order of ``entries``.
     """
     stats = RunStats()
     chunk_size = chunk_size or max(batch_size * 8, 64)
@@ -133,6 +134,7 @@ def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
             current = pending
             pending = submit_chunk(pool, chunks[ci + 1]) if ci + 1 < len(chunks) else []
             feats: List[Features] = []
+            done: dict = {}
             for entry, fut in current:
                 try:
                     feats.append(fut.result())
@@ -153,12 +155,15 @@ def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
                     if not toks:
                         fail(f.key, "model returned no tokens")
                         continue
-                    write_tokens(f.key, toks)
+                    done[f.key] = toks
                     stats.done += 1
                     stats.audio_seconds += f.seconds
                     bar.update(1)
                 stats.wall_seconds = time.perf_counter() - start
                 bar.set_postfix_str(f"{stats.speed:.1f} audio s/s, {stats.failed} failed")
+            for entry, _ in current:  # the chunk's tokens in input order
+                if entry.key in done:
+                    write_tokens(entry.key, done.pop(entry.key))
     bar.close()
     stats.wall_seconds = time.perf_counter() - start
     return stats
