@@ -16,14 +16,11 @@ from typing import List, Optional, Sequence
 import torch
 
 from ..api import load_model, parse_dtype
-from ..data import WavEntry, read_wav_scp
+from ..data import read_wav_scp, scan_audio_dir
 from ..logging_setup import setup_logging
 from ..pipeline import run_tokenize
 
 logger = logging.getLogger("s3tok.tokenize")
-
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au", ".sph")
-
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="s3tok tokenize", description=__doc__,
@@ -50,24 +47,6 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def entries_from_dir(wav_dir: str) -> List[WavEntry]:
-    """Audio files under ``wav_dir``, sorted; key = relative path without suffix, spaces as '_'."""
-    root = Path(wav_dir)
-    if not root.is_dir():
-        raise ValueError(f"--wav_dir {wav_dir}: not a directory")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
-    entries, seen = [], {}
-    for f in files:
-        key = str(f.relative_to(root).with_suffix("")).replace(os.sep, "/").replace(" ", "_")
-        if key in seen:
-            raise ValueError(f"--wav_dir {wav_dir}: {f} and {seen[key]} give the same key {key!r}")
-        seen[key] = f
-        entries.append(WavEntry(key, str(f)))
-    if not entries:
-        raise ValueError(f"--wav_dir {wav_dir}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
-    return entries
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logging(args.verbose)
@@ -75,7 +54,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
     try:
-        entries = read_wav_scp(args.wav_scp) if args.wav_scp else entries_from_dir(args.wav_dir)
+        entries = read_wav_scp(args.wav_scp) if args.wav_scp else scan_audio_dir(args.wav_dir)
         device = torch.device(args.device)
         model = load_model(args.model, device=device, dtype=parse_dtype(args.dtype))
     except (ValueError, OSError, RuntimeError) as e:

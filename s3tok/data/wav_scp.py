@@ -11,9 +11,11 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, List, Union
+from typing import BinaryIO, Iterable, List, Union
 
 logger = logging.getLogger(__name__)
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au", ".sph")
 
 
 @dataclass(frozen=True)
@@ -66,3 +68,34 @@ def open_wav_entry(entry: WavEntry, base_dir: Union[str, os.PathLike, None] = No
     if base_dir is not None and not p.is_absolute():
         p = Path(base_dir) / p
     return str(p)
+
+
+def scan_audio_dir(audio_dir: Union[str, os.PathLike]) -> List[WavEntry]:
+    """Audio files under ``audio_dir`` (recursive), sorted by key; key = relative path without suffix,
+    ``/`` between folders and ``_`` for spaces. Two files giving one key are an error."""
+    root = Path(audio_dir)
+    if not root.is_dir():
+        raise ValueError(f"{audio_dir}: not a directory")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+    seen = {}
+    for f in files:
+        key = str(f.relative_to(root).with_suffix("")).replace(os.sep, "/").replace(" ", "_")
+        if key in seen:
+            raise ValueError(f"{audio_dir}: {f} and {seen[key]} give the same key {key!r}")
+        seen[key] = f
+    if not seen:
+        raise ValueError(f"{audio_dir}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
+    return [WavEntry(k, str(seen[k].resolve())) for k in sorted(seen)]
+
+
+def write_wav_scp(entries: Iterable[WavEntry], path: Union[str, os.PathLike]) -> int:
+    """Write ``key location`` lines sorted by key (``LC_ALL=C`` order) to a temporary name, then rename."""
+    rows = sorted(entries, key=lambda e: e.key.encode("utf-8"))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for e in rows:
+            f.write(f"{e.key} {e.location}\n")
+    os.replace(tmp, path)
+    return len(rows)
