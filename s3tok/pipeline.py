@@ -5,14 +5,15 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence, TextIO, Tuple
+from typing import Callable, List, Optional, Sequence
 
 import torch
 from tqdm import tqdm
 
-from .audio import load_audio, log_mel_spectrogram
+from .audio import load_audio, log_mel_spectrogram, padding
 from .data import WavEntry, open_wav_entry
 from .model import S3Tokenizer
+from .model.packing import pack_by_length
 
 logger = logging.getLogger(__name__)
 
@@ -69,33 +70,14 @@ def featurize(entry: WavEntry, base_dir=None, device: Optional[torch.device] = N
 
 
 def make_batches(items: Sequence[Features], batch_size: int, max_frames_per_batch: int) -> List[List[Features]]:
-    """Sort by length (longest first) and fill batches up to ``batch_size`` items and
-    ``max_frames_per_batch`` padded frames (a longer item goes alone). Each item lands once."""
-    order = sorted(items, key=lambda f: -f.mel.shape[-1])
-    batches: List[List[Features]] = []
-    current: List[Features] = []
-    for it in order:
-        longest = current[0].mel.shape[-1] if current else it.mel.shape[-1]
-        if current and (len(current) >= batch_size or (len(current) + 1) * longest > max_frames_per_batch):
-            batches.append(current)
-            current = []
-        current.append(it)
-    if current:
-        batches.append(current)
-    return batches
-
-
-def _pad(mels: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
-    lens = torch.tensor([m.shape[-1] for m in mels], dtype=torch.int64)
-    out = mels[0].new_zeros((len(mels), mels[0].shape[0], int(lens.max())))
-    for i, m in enumerate(mels):
-        out[i, :, :m.shape[-1]] = m
-    return out, lens
+    """Longest first, up to ``batch_size`` items and ``max_frames_per_batch`` padded frames per batch
+    (a longer item goes alone). Each item lands once."""
+    return pack_by_length(items, lambda f: f.mel.shape[-1], max_frames_per_batch, batch_size)
 
 
 def tokenize_batch(model: S3Tokenizer, batch: Sequence[Features]) -> List[List[int]]:
     """Tokens of each item of one batch."""
-    mels, lens = _pad([f.mel for f in batch])
+    mels, lens = padding([f.mel for f in batch])
     codes, code_lens = model.quantize(mels, lens)
     codes = codes.cpu()
     return [codes[i, :int(n)].tolist() for i, n in enumerate(code_lens.tolist())]

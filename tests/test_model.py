@@ -51,7 +51,6 @@ def test_padding_leak_is_detected():
     enc = model.encoder
     torch.manual_seed(1)
     mels = torch.rand(2, 128, 2000) * 2.5 - 1.0
-    lens = torch.tensor([2000, 300])
     with torch.no_grad():
         h_full, _ = enc(mels, torch.tensor([2000, 2000]))  # padding treated as real frames
         h_alone, _ = enc(mels[1:, :, :300], torch.tensor([300]))

@@ -114,9 +114,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t0 = time.perf_counter()
     run_tokenize(model, entries, lambda k, t: None, lambda k, r: None, batch_size=args.batch_size,
                  progress=False)
-    rows.append((f"s3tok tokenize loop fp32 (decode+mel+model)", time.perf_counter() - t0, "-"))
+    rows.append(("s3tok tokenize loop fp32 (decode+mel+model)", time.perf_counter() - t0, "-"))
     base = rows[0][1]
-    lines = [f"| engine | wall s | audio s/s | speed-up vs first row | tokens differing |", "|---|---|---|---|---|"]
+    lines = ["| engine | wall s | audio s/s | speed-up vs first row | tokens differing |", "|---|---|---|---|---|"]
     for name, wall, agree in rows:
         lines.append(f"| {name} | {wall:.2f} | {seconds / wall:.1f} | {base / wall:.2f}x | {agree} |")
     print("\n".join(lines))  # the table is the tool's output

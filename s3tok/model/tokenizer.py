@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from .config import S3Config
 from .encoder import Encoder
 from .quantizers import FiniteScalarQuantizer, VectorQuantizer
+from .packing import pack_by_length
 from .windows import WINDOW, Segment, merge_segments, plan_segments
 
 logger = logging.getLogger(__name__)
@@ -19,24 +20,10 @@ DEFAULT_MAX_FRAMES_PER_FORWARD = 16 * WINDOW
 
 
 def group_segments(segments: Sequence[Segment], max_frames: int, max_items: int = 0) -> List[List[Segment]]:
-    """Sort segments by length (longest first) and fill forward passes up to ``max_frames`` padded frames.
-
-    Each group holds items of similar length, so short items are never padded to a long window;
-    every segment lands in exactly one group.
-    """
-    order = sorted(segments, key=lambda s: (-s.length, s.item, s.start))
-    groups: List[List[Segment]] = []
-    current: List[Segment] = []
-    for seg in order:
-        longest = current[0].length if current else seg.length
-        full = (len(current) + 1) * longest > max_frames or (max_items and len(current) >= max_items)
-        if current and full:
-            groups.append(current)
-            current = []
-        current.append(seg)
-    if current:
-        groups.append(current)
-    return groups
+    """Forward passes of segments of similar length (longest first), at most ``max_frames`` padded
+    frames each, so short items are never padded to a long window; each segment lands once."""
+    ordered = sorted(segments, key=lambda s: (s.item, s.start))
+    return pack_by_length(ordered, lambda s: s.length, max_frames, max_items)
 
 
 class S3Tokenizer(nn.Module):
