@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import List, Union
 
 import torch
 
-from .model import MODEL_NAMES, S3Tokenizer
+from . import hub
+from .model import MODEL_NAMES, S3Config, S3Tokenizer
 from .onnx_import import read_onnx
 
 logger = logging.getLogger(__name__)
@@ -35,25 +37,69 @@ def parse_dtype(dtype: Union[None, str, torch.dtype]) -> torch.dtype:
 
 
 def load_model(path_or_name: Union[str, os.PathLike], device: Union[None, str, torch.device] = None,
-               dtype: Union[None, str, torch.dtype] = None) -> S3Tokenizer:
-    """Load an S3 tokenizer from an official-layout ``.onnx`` file.
+               dtype: Union[None, str, torch.dtype] = None, cache: bool = True,
+               progress: bool = True) -> S3Tokenizer:
+    """Load an S3 tokenizer by official name, ``.onnx`` path, or converted folder (``s3tok convert``).
 
-    The version is identified from the graph, never from the file name. ``device`` defaults to CPU,
-    ``dtype`` to float32 (bfloat16/float16 run the encoder in that type; decisions stay fp32).
+    A name is downloaded into ``$S3TOK_HOME`` (default ``~/.cache/s3tok``) and verified by SHA-256. The
+    first load of an ONNX file converts it once to safetensors keyed by the file's SHA-256
+    (``cache=False`` skips that); later loads read the converted weights. The version is identified
+    from the graph, never from the file name. ``device`` defaults to CPU, ``dtype`` to float32
+    (bfloat16/float16 run the encoder in that type; the quantizer decisions stay fp32).
     """
-    p = Path(path_or_name)
-    if not p.exists():
-        if str(path_or_name) in MODEL_NAMES:
-            raise FileNotFoundError(
-                f"official model {path_or_name!r} is not available locally in this version; "
-                "pass the path of its .onnx file")
-        raise FileNotFoundError(f"{path_or_name}: no such model file, and not one of {', '.join(MODEL_NAMES)}")
-    imported = read_onnx(p)
-    model = S3Tokenizer(imported.config)
-    model.load_state_dict(imported.state_dict, strict=True)
-    model.source = str(p)
+    t0 = time.perf_counter()
+    src = Path(path_or_name)
+    if hub.is_converted_dir(src):
+        meta, state_dict = _read_converted_or_fail(src)
+        origin = f"converted folder {src}"
+    else:
+        onnx_path, sha = hub.resolve_onnx(path_or_name, progress=progress)
+        cached = hub.read_converted(hub.converted_dir(sha)) if cache else None
+        if cached is not None:
+            meta, state_dict = cached
+            origin = f"{onnx_path} (converted weights from the cache)"
+        else:
+            imported = read_onnx(onnx_path)
+            state_dict = imported.state_dict
+            meta = {"config": imported.config.to_dict(), **_provenance(imported, sha)}
+            origin = str(onnx_path)
+            if cache:
+                try:
+                    hub.save_converted(hub.converted_dir(sha), meta["config"], state_dict, _provenance(imported, sha))
+                except OSError as e:
+                    logger.warning("cannot write the converted-weights cache (%s); continuing without it", e)
+    config = S3Config.from_dict(meta["config"])
+    model = S3Tokenizer(config)
+    model.load_state_dict(state_dict, strict=True)
+    model.source = origin
+    model.onnx_sha256 = meta.get("onnx_sha256")
+    model.random_init = bool(meta.get("random_init", False))
+    if model.random_init:
+        logger.warning("%s: random-weight model made by s3tok: its tokens are meaningless", path_or_name)
     model.set_dtype(parse_dtype(dtype))
     model.eval()
     if device is not None:
         model.to(device)
+    logger.debug("loaded %s in %.2f s", origin, time.perf_counter() - t0)
     return model
+
+
+def _provenance(imported, sha: str) -> dict:
+    from .version import __version__
+
+    return {"onnx_sha256": sha, "source": str(imported.path), "version": imported.config.version,
+            "random_init": bool(getattr(imported, "random_init", False)), "converted_by": f"s3tok {__version__}"}
+
+
+def _read_converted_or_fail(path: Path):
+    got = hub.read_converted(path)
+    if got is None:
+        raise ValueError(f"{path}: converted folder in an older or unknown format; convert the ONNX file again")
+    return got
+
+
+def convert(onnx_path: Union[str, os.PathLike], out_dir: Union[str, os.PathLike]) -> Path:
+    """Convert an official-layout ONNX file (or official name) to ``out_dir/{model.safetensors,config.json}``."""
+    path, sha = hub.resolve_onnx(onnx_path)
+    imported = read_onnx(path)
+    return hub.save_converted(out_dir, imported.config.to_dict(), imported.state_dict, _provenance(imported, sha))

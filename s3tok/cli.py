@@ -9,6 +9,8 @@ from typing import Optional, Sequence
 SUBCOMMANDS = {
     "tokenize": ("s3tok.bin.tokenize", "tokenize a wav.scp or a directory of audio"),
     "models": ("s3tok.bin.models", "list the known official models"),
+    "download": ("s3tok.bin.download", "download official models into the cache"),
+    "convert": ("s3tok.bin.convert", "convert an ONNX file to safetensors + config.json"),
 }
 
 

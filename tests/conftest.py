@@ -5,10 +5,17 @@ import json
 import os
 from pathlib import Path
 
+import tempfile
+
 import pytest
 
 MODEL_NAMES = ("speech_tokenizer_v1", "speech_tokenizer_v1_25hz", "speech_tokenizer_v2_25hz",
                "speech_tokenizer_v3_25hz")
+
+
+def pytest_configure(config):
+    """Tests never touch the user's model cache: ``$S3TOK_HOME`` points at a fresh folder."""
+    os.environ["S3TOK_HOME"] = tempfile.mkdtemp(prefix="s3tok-test-home-")
 
 
 def reference_dir() -> Path:

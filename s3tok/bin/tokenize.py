@@ -29,7 +29,8 @@ def get_parser() -> argparse.ArgumentParser:
     src.add_argument("--wav_scp", help="Kaldi wav.scp: 'key path' (spaces allowed) or 'key cmd |'")
     src.add_argument("--wav_dir", help="a directory searched recursively for audio files; key = relative path "
                                        "without suffix")
-    p.add_argument("--model", required=True, help="official-layout S3 tokenizer .onnx file")
+    p.add_argument("--model", required=True,
+                   help="official name (downloaded to the cache), .onnx file, or folder from s3tok convert")
     p.add_argument("--output_dir", required=True)
     p.add_argument("--batch_size", type=int, default=16, help="most utterances per batch")
     p.add_argument("--max_frames_per_batch", type=int, default=48000,

@@ -1,0 +1,37 @@
+"""Convert an official-layout ONNX file (or an official name) to ``OUT_DIR/model.safetensors`` and
+``OUT_DIR/config.json``; ``s3tok.load_model(OUT_DIR)`` and ``--model OUT_DIR`` then load it without onnx."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Optional, Sequence
+
+from ..api import convert
+from ..logging_setup import setup_logging
+from ..onnx_import import OnnxImportError
+
+logger = logging.getLogger("s3tok.convert")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="s3tok convert", description=__doc__)
+    p.add_argument("onnx", help="official-layout .onnx file or official model name")
+    p.add_argument("out_dir", help="folder to write (replaced atomically if it exists)")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = get_parser().parse_args(argv)
+    setup_logging()
+    try:
+        out = convert(args.onnx, args.out_dir)
+    except (OnnxImportError, OSError, RuntimeError) as e:
+        logger.error("%s", e)
+        return 2
+    logger.info("wrote %s", out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Download official S3 tokenizers into the cache (``$S3TOK_HOME``, default ``~/.cache/s3tok``).
+
+Each file is fetched from ModelScope (then the Hugging Face mirror), resumed if interrupted, verified by
+SHA-256 and renamed into place; a file already cached with the right hash is not fetched again.
+Prints the local path of each model. Exit 1 if any download failed.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Optional, Sequence
+
+from .. import hub
+from ..logging_setup import setup_logging
+
+logger = logging.getLogger("s3tok.download")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="s3tok download", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("names", nargs="+", metavar="NAME", help=f"one of: {', '.join(hub.REGISTRY)}, or 'all'")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a mirror is given up")
+    p.add_argument("--no_progress", action="store_true")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = get_parser().parse_args(argv)
+    setup_logging()
+    names = list(hub.REGISTRY) if args.names == ["all"] else args.names
+    unknown = [n for n in names if n not in hub.REGISTRY]
+    if unknown:
+        logger.error("unknown model(s) %s; known: %s", ", ".join(unknown), ", ".join(hub.REGISTRY))
+        return 2
+    failed = 0
+    for name in names:
+        try:
+            path = hub.download_model(name, progress=not args.no_progress, timeout=args.timeout)
+        except hub.DownloadError as e:
+            logger.error("%s", e)
+            failed += 1
+            continue
+        sys.stdout.write(f"{name}\t{path}\n")
+    if failed:
+        logger.error("%d / %d downloads failed", failed, len(names))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

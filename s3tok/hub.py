@@ -1,0 +1,254 @@
+"""Official model names, their URLs and SHA-256, the download cache and the converted-weights cache.
+
+Cache layout under ``$S3TOK_HOME`` (default ``~/.cache/s3tok``)::
+
+    onnx/<name>/<official file name>          downloaded ONNX files (verified SHA-256)
+    converted/<onnx sha256>/model.safetensors  weights converted once from that ONNX file
+    converted/<onnx sha256>/config.json        S3Config + provenance
+    sha256.json                                 path, size, mtime -> SHA-256 of local ONNX files (no rehash)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+from tqdm import tqdm
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+CHUNK = 1 << 20
+CONVERTED_FORMAT = 1  # bump when the converted layout changes; older entries are then rebuilt
+
+
+class DownloadError(RuntimeError):
+    """An official model could not be fetched (no network, bad hash on every mirror, ...)."""
+
+
+@dataclass(frozen=True)
+class OfficialModel:
+    """One downloadable tokenizer: official file name, SHA-256 and mirrors, tried in order."""
+
+    name: str
+    filename: str
+    sha256: str
+    urls: Tuple[str, ...]
+
+
+def _urls(modelscope_repo: str, hf_repo: str, filename: str) -> Tuple[str, ...]:
+    return (f"https://www.modelscope.cn/models/{modelscope_repo}/resolve/master/{filename}",
+            f"https://huggingface.co/{hf_repo}/resolve/main/{filename}")
+
+
+REGISTRY: Dict[str, OfficialModel] = {m.name: m for m in (
+    OfficialModel("speech_tokenizer_v1", "speech_tokenizer_v1.onnx",
+                  "23b5a723ed9143aebfd9ffda14ac4c21231f31c35ef837b6a13bb9e5488abb1e",
+                  _urls("iic/cosyvoice-300m", "FunAudioLLM/CosyVoice-300M", "speech_tokenizer_v1.onnx")),
+    OfficialModel("speech_tokenizer_v1_25hz", "speech_tokenizer_v1.onnx",
+                  "56285ddd4a83e883ee0cb9f8d69c1089b53a94b1f78ff7e4a0224a27eb4cb486",
+                  _urls("iic/CosyVoice-300M-25Hz", "FunAudioLLM/CosyVoice-300M-25Hz", "speech_tokenizer_v1.onnx")),
+    OfficialModel("speech_tokenizer_v2_25hz", "speech_tokenizer_v2.onnx",
+                  "d43342aa12163a80bf07bffb94c9de2e120a8df2f9917cd2f642e7f4219c6f71",
+                  _urls("iic/CosyVoice2-0.5B", "FunAudioLLM/CosyVoice2-0.5B", "speech_tokenizer_v2.onnx")),
+    OfficialModel("speech_tokenizer_v3_25hz", "speech_tokenizer_v3.onnx",
+                  "23236a74175dbdda47afc66dbadd5bcb41303c467a57c261cb8539ad9db9208d",
+                  _urls("FunAudioLLM/Fun-CosyVoice3-0.5B-2512", "FunAudioLLM/Fun-CosyVoice3-0.5B-2512",
+                        "speech_tokenizer_v3.onnx")),
+)}
+
+
+def s3tok_home() -> Path:
+    """The cache root: ``$S3TOK_HOME`` or ``~/.cache/s3tok``."""
+    return Path(os.environ.get("S3TOK_HOME") or Path.home() / ".cache" / "s3tok")
+
+
+def onnx_cache_path(name: str, home: Optional[PathLike] = None) -> Path:
+    """Where the official file of ``name`` lives in the cache (one folder per name: both v1 files share
+    the file name ``speech_tokenizer_v1.onnx``)."""
+    entry = REGISTRY[name]
+    return Path(home or s3tok_home()) / "onnx" / name / entry.filename
+
+
+def sha256_of(path: PathLike) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def file_sha256(path: PathLike, home: Optional[PathLike] = None) -> str:
+    """SHA-256 of a local file, remembered by (real path, size, mtime) so a reload does not rehash."""
+    p = Path(path).resolve()
+    st = p.stat()
+    memo_path = Path(home or s3tok_home()) / "sha256.json"
+    key = f"{p}|{st.st_size}|{st.st_mtime_ns}"
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    if key in memo:
+        return memo[key]
+    digest = sha256_of(p)
+    memo = {k: v for k, v in memo.items() if not k.startswith(f"{p}|")}
+    memo[key] = digest
+    try:
+        _atomic_write_text(memo_path, json.dumps(memo, indent=0, sort_keys=True))
+    except OSError as e:  # a read-only cache only costs a rehash next time
+        logger.debug("cannot write %s: %s", memo_path, e)
+    return digest
+
+
+def _fetch(url: str, part: Path, timeout: float, progress: bool, desc: str) -> None:
+    """Download ``url`` into ``part``, resuming from its current size with an HTTP Range request."""
+    have = part.stat().st_size if part.exists() else 0
+    req = urllib.request.Request(url, headers={"User-Agent": "s3tok"})
+    if have:
+        req.add_header("Range", f"bytes={have}-")
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # nothing left to send: the part file is already complete
+            return
+        raise
+    with resp:
+        if have and resp.status != 206:
+            logger.info("%s: server ignored the resume request; starting over", url)
+            have = 0
+        length = resp.headers.get("Content-Length")
+        total = have + int(length) if length is not None else None
+        mode = "ab" if have else "wb"
+        got = have
+        with open(part, mode) as f, tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=desc,
+                                         disable=not progress) as bar:
+            while True:
+                block = resp.read(CHUNK)
+                if not block:
+                    break
+                f.write(block)
+                got += len(block)
+                bar.update(len(block))
+        if total is not None and got < total:
+            raise DownloadError(f"connection closed after {got} of {total} bytes (kept {part} to resume)")
+
+
+def download_model(name: str, home: Optional[PathLike] = None, progress: bool = True,
+                   timeout: float = 60.0) -> Path:
+    """The verified local path of official model ``name``, downloading it when the cache lacks it.
+
+    A cached file with the right SHA-256 is used without network; one with a wrong hash is never used.
+    Mirrors are tried in order; a partial download resumes; the file appears under its final name
+    only once complete and verified.
+    """
+    if name not in REGISTRY:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(REGISTRY)}")
+    entry = REGISTRY[name]
+    dest = onnx_cache_path(name, home)
+    if dest.is_file():
+        digest = sha256_of(dest)
+        if digest == entry.sha256:
+            return dest
+        bad = dest.with_name(dest.name + f".bad-{digest[:12]}")
+        logger.warning("%s: SHA-256 %s is not %s; moved aside to %s and downloading again",
+                       dest, digest, entry.sha256, bad)
+        os.replace(dest, bad)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    errors: List[str] = []
+    for url in entry.urls:
+        try:
+            logger.info("downloading %s from %s", name, url)
+            _fetch(url, part, timeout, progress, desc=name)
+        except (OSError, DownloadError, ValueError) as e:
+            errors.append(f"{url}: {e}")
+            logger.warning("%s: %s", url, e)
+            continue
+        digest = sha256_of(part)
+        if digest != entry.sha256:
+            errors.append(f"{url}: SHA-256 {digest} is not the expected {entry.sha256}")
+            logger.warning("%s: wrong SHA-256 %s; discarded", url, digest)
+            part.unlink()
+            continue
+        os.replace(part, dest)
+        logger.info("%s: saved %s (%d bytes, SHA-256 verified)", name, dest, dest.stat().st_size)
+        return dest
+    raise DownloadError(
+        f"could not download {name}:\n  " + "\n  ".join(errors)
+        + f"\nWithout network, fetch {entry.filename} from one of\n  " + "\n  ".join(entry.urls)
+        + f"\nand put it at {dest} (SHA-256 {entry.sha256}), or pass its path to load_model / --model.")
+
+
+def resolve_onnx(path_or_name: PathLike, home: Optional[PathLike] = None, progress: bool = True) -> Tuple[Path, str]:
+    """``(local ONNX path, its SHA-256)`` for a file path or an official name (downloaded if needed)."""
+    p = Path(path_or_name)
+    if p.is_file():
+        return p, file_sha256(p, home)
+    name = str(path_or_name)
+    if name in REGISTRY:
+        return download_model(name, home, progress), REGISTRY[name].sha256
+    raise FileNotFoundError(f"{path_or_name}: no such model file, and not one of {', '.join(REGISTRY)}")
+
+
+def converted_dir(sha256: str, home: Optional[PathLike] = None) -> Path:
+    return Path(home or s3tok_home()) / "converted" / sha256
+
+
+def save_converted(out_dir: PathLike, config_dict: dict, state_dict: dict, provenance: dict) -> Path:
+    """Write ``model.safetensors`` + ``config.json`` into a temporary folder, then rename it to ``out_dir``."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=out.name + ".", suffix=".tmp"))
+    try:
+        save_file({k: v.contiguous() for k, v in state_dict.items()}, str(tmp / "model.safetensors"))
+        meta = {"format": CONVERTED_FORMAT, "config": config_dict, **provenance}
+        (tmp / "config.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def read_converted(path: PathLike) -> Optional[Tuple[dict, Dict[str, "object"]]]:
+    """``(config.json contents, state_dict)`` of a converted folder, or None if it is absent or stale."""
+    from safetensors.torch import load_file
+
+    d = Path(path)
+    cfg_path, weights = d / "config.json", d / "model.safetensors"
+    if not (cfg_path.is_file() and weights.is_file()):
+        return None
+    meta = json.loads(cfg_path.read_text())
+    if meta.get("format") != CONVERTED_FORMAT:
+        return None
+    return meta, load_file(str(weights))
+
+
+def is_converted_dir(path: PathLike) -> bool:
+    p = Path(path)
+    return p.is_dir() and (p / "config.json").is_file() and (p / "model.safetensors").is_file()
+
+
+def official_names() -> Sequence[str]:
+    return list(REGISTRY)
