@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -11,7 +11,7 @@ from .config import S3Config
 from .encoder import Encoder
 from .quantizers import FiniteScalarQuantizer, VectorQuantizer
 from .packing import pack_by_length
-from .windows import WINDOW, Segment, merge_segments, plan_segments
+from .windows import WINDOW, Segment, plan_segments
 
 logger = logging.getLogger(__name__)
 
@@ -67,10 +67,18 @@ class S3Tokenizer(nn.Module):
         return self
 
     def freeze(self) -> "S3Tokenizer":
-        """Eval mode, no gradients: for use as a frozen submodule of a larger model."""
+        """Eval mode for good, no gradients: for use as a frozen submodule of a model being trained.
+
+        Its parameters then need no optimizer (filter on ``requires_grad``) and DDP does not sync them;
+        the parent's ``.train()`` leaves it in eval mode.
+        """
+        self._frozen = True
         self.eval()
         self.requires_grad_(False)
         return self
+
+    def train(self, mode: bool = True) -> "S3Tokenizer":
+        return super().train(False if getattr(self, "_frozen", False) else mode)
 
     # ------------------------------------------------------------------ inference
     def num_tokens(self, mel_frames: int) -> int:
@@ -104,20 +112,52 @@ class S3Tokenizer(nn.Module):
         budget = max(max_frames_per_forward or self.max_frames_per_forward, WINDOW)
         cfg = self.config
         per_item = [plan_segments(i, n, cfg.num_tokens, cfg.token_rate) for i, n in enumerate(frames)]
-        results = {}
+        lens_out = [sum(s.keep_to - s.keep_from for s in segs) for segs in per_item]
+        out = torch.zeros((len(frames), max(lens_out)), dtype=torch.int64, device=self.device)
+        windowed = {}
         for group in group_segments([s for segs in per_item for s in segs], budget):
             longest = group[0].length
             batch = mels.new_zeros((len(group), mels.shape[1], longest))
             for j, seg in enumerate(group):
                 batch[j, :, :seg.length] = mels[seg.item, :, seg.start:seg.start + seg.length]
             lens = torch.tensor([s.length for s in group], dtype=torch.int64)
-            codes, code_lens = self.forward_segments(batch, lens)
-            codes = codes.cpu()
+            codes, _ = self.forward_segments(batch, lens)
+            whole = [j for j, seg in enumerate(group) if len(per_item[seg.item]) == 1]
+            if whole:  # items of at most 30 s: one indexed copy, zeros past each length
+                n = min(codes.shape[1], out.shape[1])
+                rows = codes[torch.tensor(whole, device=codes.device), :n]
+                keep = torch.tensor([group[j].keep_to for j in whole], device=codes.device)
+                valid = torch.arange(n, device=codes.device)[None, :] < keep[:, None]
+                items = torch.tensor([group[j].item for j in whole], device=out.device)
+                out[items, :n] = torch.where(valid, rows, torch.zeros((), dtype=rows.dtype, device=rows.device))
             for j, seg in enumerate(group):
-                results[(seg.item, seg.start)] = codes[j, :int(code_lens[j])].tolist()
-        merged = [merge_segments(segs, [results[(s.item, s.start)] for s in segs]) for segs in per_item]
-        lens_out = torch.tensor([len(m) for m in merged], dtype=torch.int64)
-        out = torch.zeros((len(merged), int(lens_out.max())), dtype=torch.int64)
-        for i, m in enumerate(merged):
-            out[i, :len(m)] = torch.tensor(m, dtype=torch.int64)
+                if len(per_item[seg.item]) > 1:
+                    windowed[(seg.item, seg.start)] = codes[j, seg.keep_from:seg.keep_to]
+        for i, segs in enumerate(per_item):
+            if len(segs) > 1:
+                out[i, :lens_out[i]] = torch.cat([windowed[(i, s.start)] for s in segs])
+        lens_out = torch.tensor(lens_out, dtype=torch.int64)
         return out.to(out_device), lens_out.to(out_device)
+
+    @torch.no_grad()
+    def tokenize_waveform(self, wavs: Union[Tensor, Sequence[Tensor]],
+                          wav_lens: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """Tokens of 16 kHz waveforms: ``wavs [B, N]`` zero padded with ``wav_lens [B]`` samples, or a list
+        of 1-D tensors. The log-mel is computed on the model's device; outputs are on the input's device."""
+        from ..audio import log_mel_batch  # the front end's mel only: no file I/O here
+
+        if torch.is_tensor(wavs):
+            if wavs.dim() != 2:
+                raise ValueError(f"wavs must be [B, N] (or a list of 1-D tensors), got {list(wavs.shape)}")
+            if wav_lens is None:
+                wav_lens = torch.full((wavs.shape[0],), wavs.shape[1], dtype=torch.int64)
+            if wav_lens.shape != (wavs.shape[0],):
+                raise ValueError(f"wav_lens must be [B={wavs.shape[0]}], got {list(wav_lens.shape)}")
+            items = [wavs[i, :int(n)] for i, n in enumerate(wav_lens.tolist())]
+            out_device = wavs.device
+        else:
+            items = list(wavs)
+            out_device = items[0].device if items else self.device
+        mels, mel_lens = log_mel_batch(items, n_mels=self.config.n_mels, device=self.device)
+        codes, lens = self.quantize(mels, mel_lens)
+        return codes.to(out_device), lens.to(out_device)
