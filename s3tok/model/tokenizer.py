@@ -77,6 +77,15 @@ class S3Tokenizer(nn.Module):
         self.requires_grad_(False)
         return self
 
+    def compile_encoder(self, **kwargs) -> "S3Tokenizer":
+        """``torch.compile`` the encoder in place (``dynamic=True`` by default: lengths vary).
+
+        Parameter names stay the same; the first call of each new shape class pays the compile time.
+        """
+        kwargs.setdefault("dynamic", True)
+        self.encoder.compile(**kwargs)
+        return self
+
     def train(self, mode: bool = True) -> "S3Tokenizer":
         return super().train(False if getattr(self, "_frozen", False) else mode)
 
