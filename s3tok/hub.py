@@ -23,6 +23,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from tqdm import tqdm
 
+from .fsutil import atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
@@ -87,14 +89,6 @@ def sha256_of(path: PathLike) -> str:
     return h.hexdigest()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def file_sha256(path: PathLike, home: Optional[PathLike] = None) -> str:
     """SHA-256 of a local file, remembered by (real path, size, mtime) so a reload does not rehash."""
     p = Path(path).resolve()
@@ -111,7 +105,7 @@ def file_sha256(path: PathLike, home: Optional[PathLike] = None) -> str:
     memo = {k: v for k, v in memo.items() if not k.startswith(f"{p}|")}
     memo[key] = digest
     try:
-        _atomic_write_text(memo_path, json.dumps(memo, indent=0, sort_keys=True))
+        atomic_write_text(memo_path, json.dumps(memo, indent=0, sort_keys=True))
     except OSError as e:  # a read-only cache only costs a rehash next time
         logger.debug("cannot write %s: %s", memo_path, e)
     return digest

@@ -1,0 +1,29 @@
+"""Atomic file writes: a temporary file beside the target, then a rename."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Union
+
+PathLike = Union[str, os.PathLike]
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, fsync, rename into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_lines(path: PathLike, lines: Iterable[str]) -> None:
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
