@@ -87,6 +87,14 @@ def is_done(output_dir: PathLike, stage: str, job: Optional[int] = None) -> bool
     return done_marker(output_dir, stage, job).is_file()
 
 
+def read_done(output_dir: PathLike, stage: str, job: Optional[int] = None) -> dict:
+    """The info stored in a completion marker ({} when absent or unreadable)."""
+    try:
+        return json.loads(done_marker(output_dir, stage, job).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
 def clear_done(output_dir: PathLike, stage: str, job: Optional[int] = None) -> None:
     path = done_marker(output_dir, stage, job)
     if path.exists():

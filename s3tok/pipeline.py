@@ -5,20 +5,21 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Union
 
 import torch
 from tqdm import tqdm
 
 from .audio import load_audio, log_mel_spectrogram, padding
 from .data import WavEntry, open_wav_entry
+from .data.sources import Utterance
 from .model import S3Tokenizer
 from .model.packing import pack_by_length
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-HOP = 160
+MIN_SAMPLES = 200  # the centred STFT reflects 200 samples at each edge
 
 
 @dataclass
@@ -57,16 +58,42 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def featurize(entry: WavEntry, base_dir=None, device: Optional[torch.device] = None) -> Features:
-    """Decode one ``wav.scp`` entry to 16 kHz mono and compute its log-mel (raises on bad audio)."""
-    source = open_wav_entry(entry, base_dir)
-    wav = load_audio(source, sr=SAMPLE_RATE)
-    if wav.numel() < HOP:
-        raise ValueError(f"audio too short: {wav.numel()} samples at 16 kHz (< {HOP}, no mel frame)")
+def load_waveform(utt: Utterance, base_dir=None) -> torch.Tensor:
+    """16 kHz mono waveform of an utterance: a whole recording, or a segment of one."""
+    if utt.segment:
+        from .data.segments import load_utterance_audio
+
+        return load_utterance_audio(utt.recording, utt.start, utt.end, base_dir=base_dir, key=utt.key)
+    return load_audio(open_wav_entry(utt.recording, base_dir), sr=SAMPLE_RATE)
+
+
+def featurize(utt: Union[Utterance, WavEntry], base_dir=None, device: Optional[torch.device] = None) -> Features:
+    """Log-mel of one utterance (decoded and computed, or read from ``feats``); raises on bad input."""
+    if isinstance(utt, WavEntry):
+        utt = Utterance(utt.key, recording=utt)
+    if utt.feats is not None:
+        mel = read_mel(utt.feats)
+        return Features(utt.key, mel.to(device) if device is not None else mel, mel.shape[-1] / 100.0)
+    wav = load_waveform(utt, base_dir)
+    if wav.numel() <= MIN_SAMPLES:
+        raise ValueError(f"audio too short: {wav.numel()} samples at 16 kHz (need > {MIN_SAMPLES})")
     if not torch.isfinite(wav).all():
         raise ValueError("audio contains NaN or infinite samples")
     mel = log_mel_spectrogram(wav, device=device)
-    return Features(entry.key, mel, wav.numel() / SAMPLE_RATE)
+    return Features(utt.key, mel, wav.numel() / SAMPLE_RATE)
+
+
+def read_mel(rxfilename: str) -> torch.Tensor:
+    """A stored log-mel (Kaldi matrix, frames x bins) as ``[bins, frames]`` float32."""
+    import kaldi_native_io
+
+    try:
+        m = kaldi_native_io.FloatMatrix.read(rxfilename).numpy()
+    except Exception as e:  # noqa: BLE001 - kaldi-native-io raises RuntimeError with Kaldi's message
+        raise ValueError(f"cannot read log-mel {rxfilename}: {str(e).strip().splitlines()[0] if str(e) else e}")
+    if m.ndim != 2 or m.shape[0] == 0:
+        raise ValueError(f"log-mel {rxfilename} has shape {m.shape}, expected [frames, bins] with frames > 0")
+    return torch.from_numpy(m.T.copy())
 
 
 def make_batches(items: Sequence[Features], batch_size: int, max_frames_per_batch: int) -> List[List[Features]]:

@@ -1,0 +1,104 @@
+"""What the tokenize stage reads: one :class:`Utterance` per key, from wav.scp, a data dir or feats.scp."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+from .wav_scp import WavEntry, read_wav_scp, scan_audio_dir
+
+PathLike = Union[str, os.PathLike]
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One key and where its input lives: a recording (whole, or ``[start, end)`` seconds of it when
+    ``segment`` is set) or a stored log-mel (``feats``: a Kaldi rxfilename such as ``feats.1.ark:123``)."""
+
+    key: str
+    recording: Optional[WavEntry] = None
+    segment: bool = False
+    start: float = 0.0
+    end: Optional[float] = None
+    feats: Optional[str] = None
+
+    @property
+    def kind(self) -> str:
+        return "feats" if self.feats is not None else ("segment" if self.segment else "wav")
+
+
+def from_wav_scp(path: PathLike) -> List[Utterance]:
+    return [Utterance(e.key, recording=e) for e in read_wav_scp(path)]
+
+
+def from_audio_dir(path: PathLike) -> List[Utterance]:
+    return [Utterance(e.key, recording=e) for e in scan_audio_dir(path)]
+
+
+def read_scp_pairs(path: PathLike) -> List[tuple]:
+    """``key value`` lines (value = rest of line); errors name the file and line."""
+    out, seen = [], {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            parts = line.strip().split(maxsplit=1)
+            if len(parts) != 2:
+                raise ValueError(f"{path}:{lineno}: expected 'key value', got {line!r}")
+            if parts[0] in seen:
+                raise ValueError(f"{path}:{lineno}: duplicate key {parts[0]!r} (first at line {seen[parts[0]]})")
+            seen[parts[0]] = lineno
+            out.append((parts[0], parts[1]))
+    return out
+
+
+def from_feats_scp(path: PathLike) -> List[Utterance]:
+    return [Utterance(k, feats=v) for k, v in read_scp_pairs(path)]
+
+
+def from_data_dir(data_dir: PathLike) -> List[Utterance]:
+    """A Kaldi data dir: ``segments`` (utterances cut from ``wav.scp`` recordings) when present, else
+    ``wav.scp`` itself; in ``segments`` order (sorted)."""
+    d = Path(data_dir)
+    wav_scp = d / "wav.scp"
+    if not wav_scp.is_file():
+        raise ValueError(f"{d}: no wav.scp")
+    if not (d / "segments").is_file():
+        return from_wav_scp(wav_scp)
+    recordings = {e.key: e for e in read_wav_scp(wav_scp)}
+    out = []
+    with open(d / "segments", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 4:
+                raise ValueError(f"{d / 'segments'}:{lineno}: expected 'utt recording start end', got {line!r}")
+            utt, reco, start, end = parts
+            if reco not in recordings:
+                raise ValueError(f"{d / 'segments'}:{lineno}: recording {reco!r} is not in {wav_scp}")
+            try:
+                s, e = float(start), float(end)
+            except ValueError:
+                raise ValueError(f"{d / 'segments'}:{lineno}: start/end must be seconds, got {line!r}") from None
+            out.append(Utterance(utt, recording=recordings[reco], segment=True, start=s,
+                                 end=None if e < 0 else e))
+    return out
+
+
+def select_source(*, data_dir: Optional[PathLike] = None, wav_scp: Optional[PathLike] = None,
+                  wav_dir: Optional[PathLike] = None, feats_scp: Optional[PathLike] = None) -> List[Utterance]:
+    """The utterances of exactly one of the given sources."""
+    given = [(n, v) for n, v in (("data_dir", data_dir), ("wav_scp", wav_scp), ("wav_dir", wav_dir),
+                                 ("feats_scp", feats_scp)) if v]
+    if len(given) != 1:
+        raise ValueError(f"give exactly one input source, got {[n for n, _ in given] or 'none'}")
+    name, value = given[0]
+    return {"data_dir": from_data_dir, "wav_scp": from_wav_scp, "wav_dir": from_audio_dir,
+            "feats_scp": from_feats_scp}[name](value)
+
+
+def keys_of(utts: Sequence[Utterance]) -> List[str]:
+    return [u.key for u in utts]
