@@ -57,7 +57,8 @@ def load_model(path_or_name: Union[str, os.PathLike], device: Union[None, str, t
         cached = hub.read_converted(hub.converted_dir(sha)) if cache else None
         if cached is not None:
             meta, state_dict = cached
-            origin = f"{onnx_path} (converted weights from the cache)"
+            origin = str(onnx_path)
+            logger.info("%s: converted weights from the cache %s", onnx_path, hub.converted_dir(sha))
         else:
             imported = read_onnx(onnx_path)
             state_dict = imported.state_dict

@@ -1,0 +1,52 @@
+"""Merge the tokenize jobs of one set: ``tokens.scp``, ``utt2num_tokens``, ``utt2fail``, ``tokenizer.json``
+in ``--dest`` (and optionally ``utt2speech_token.pt`` / JSONL), after checking that every input key appears
+exactly once. Exit 1 when more than ``--max_fail_ratio`` failed, 2 when the jobs cannot be merged."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Optional, Sequence
+
+from ..data.sources import keys_of, select_source
+from ..logging_setup import setup_logging
+from ..merge import MergeError, merge_jobs
+
+logger = logging.getLogger("s3tok.merge_tokens")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m s3tok.bin.merge_tokens", description=__doc__)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data_dir", help="the data dir that was tokenized (its keys are the expected ones)")
+    src.add_argument("--wav_scp")
+    src.add_argument("--feats_scp")
+    p.add_argument("--output_dir", required=True, help="the tokenize jobs' --output_dir")
+    p.add_argument("--num_jobs", type=int, required=True, help="how many jobs (0: a single unsplit run)")
+    p.add_argument("--dest", required=True, help="where the merged files go (e.g. data/test)")
+    p.add_argument("--utt2speech_token", default=None, help="also write CosyVoice's utt2speech_token.pt here")
+    p.add_argument("--jsonl", default=None, help="also write {'key':..., 'code': [...]} lines here")
+    p.add_argument("--max_fail_ratio", type=float, default=0.05)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = get_parser().parse_args(argv)
+    setup_logging()
+    try:
+        keys = keys_of(select_source(data_dir=args.data_dir, wav_scp=args.wav_scp, feats_scp=args.feats_scp))
+        result = merge_jobs(args.output_dir, args.num_jobs, keys, args.dest, args.utt2speech_token, args.jsonl)
+    except (MergeError, ValueError, OSError) as e:
+        logger.error("%s", e)
+        return 2
+    logger.info("%s: %d / %d utterances tokenized, %d failed (%s/utt2fail)", args.dest, result.tokens,
+                result.total, result.failed, args.dest)
+    if result.fail_ratio > args.max_fail_ratio:
+        logger.error("%d / %d failed (%.1f%%), above --max_fail_ratio %.3f; reasons in %s/utt2fail",
+                     result.failed, result.total, 100 * result.fail_ratio, args.max_fail_ratio, args.dest)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

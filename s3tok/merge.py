@@ -1,0 +1,119 @@
+"""Merge tokenize jobs: concatenate their outputs in job order, check coverage, write the set's files.
+
+Into ``dest`` (usually ``data/<set>``): ``tokens.scp`` (pointing at the jobs' arks), ``utt2num_tokens``,
+``utt2fail``, ``tokenizer.json``; optionally ``utt2speech_token.pt`` (CosyVoice: ``dict[str, list[int]]``)
+and a JSONL file (``{"key": ..., "code": [...]}`` per line). Every input key must appear exactly once, in
+the tokens or in the failures.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+from .fsutil import atomic_write_lines, atomic_write_text
+from .journal import is_done, mark_done
+from .tokenize_job import MAKER_FIELDS, STAGE, JobFiles
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+
+class MergeError(ValueError):
+    """Job outputs that cannot be merged: unfinished jobs, duplicate or missing keys, other models."""
+
+
+@dataclass
+class MergeResult:
+    tokens: int
+    failed: int
+    total: int
+
+    @property
+    def fail_ratio(self) -> float:
+        return self.failed / self.total if self.total else 0.0
+
+
+def job_files(output_dir: PathLike, num_jobs: int) -> List[JobFiles]:
+    """The files of jobs 1..N (or of the single unsplit run when ``num_jobs`` is 0)."""
+    out = Path(output_dir)
+    return [JobFiles(out)] if num_jobs == 0 else [JobFiles(out, j) for j in range(1, num_jobs + 1)]
+
+
+def _read_pairs(path: Path) -> List[Tuple[str, str]]:
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            key, _, rest = line.partition(" ")
+            rows.append((key, rest))
+    return rows
+
+
+def merge_jobs(output_dir: PathLike, num_jobs: int, input_keys: Sequence[str], dest: PathLike,
+               utt2speech_token: Optional[PathLike] = None, jsonl: Optional[PathLike] = None) -> MergeResult:
+    """Check and merge; raise :class:`MergeError` naming what is wrong."""
+    jobs = job_files(output_dir, num_jobs)
+    unfinished = [j.job or 1 for j in jobs if not is_done(output_dir, STAGE, j.job)]
+    if unfinished:
+        raise MergeError(f"{output_dir}: tokenize job(s) {unfinished} not finished (no completion marker); "
+                         "rerun them first")
+    scp_rows: List[Tuple[str, str]] = []
+    txt_rows: List[Tuple[str, str]] = []
+    fail_rows: List[Tuple[str, str]] = []
+    makers: List[Dict[str, object]] = []
+    for j in jobs:
+        scp_rows += _read_pairs(j.tokens_scp)
+        txt_rows += _read_pairs(j.tokens_txt)
+        fail_rows += _read_pairs(j.utt2fail)
+        makers.append(json.loads(j.provenance.read_text(encoding="utf-8")))
+    first = makers[0]
+    for j, m in zip(jobs, makers):
+        diff = [k for k in MAKER_FIELDS if m.get(k) != first.get(k)]
+        if diff:
+            raise MergeError(f"{j.provenance} differs from {jobs[0].provenance} in {diff}: jobs made by "
+                             "different models cannot be merged")
+    seen: Dict[str, str] = {}
+    for where, rows in (("tokens", scp_rows), ("utt2fail", fail_rows)):
+        for key, _ in rows:
+            if key in seen:
+                raise MergeError(f"{output_dir}: key {key!r} appears twice ({seen[key]} and {where})")
+            seen[key] = where
+    wanted = set(input_keys)
+    missing = [k for k in input_keys if k not in seen]
+    extra = [k for k in seen if k not in wanted]
+    if missing or extra:
+        raise MergeError(f"{output_dir}: outputs do not cover the input exactly: {len(missing)} key(s) missing "
+                         f"{missing[:5]}, {len(extra)} unexpected {extra[:5]}")
+    dest = Path(dest)
+    atomic_write_lines(dest / "tokens.scp", [f"{k} {v}" for k, v in scp_rows])
+    atomic_write_lines(dest / "utt2num_tokens", [f"{k} {len(v.split())}" for k, v in txt_rows])
+    atomic_write_lines(dest / "utt2fail", [f"{k} {v}" for k, v in fail_rows])
+    atomic_write_text(dest / "tokenizer.json", json.dumps(first, indent=1, sort_keys=True) + "\n")
+    tokens = {k: [int(t) for t in v.split()] for k, v in txt_rows}
+    if utt2speech_token:
+        write_utt2speech_token(utt2speech_token, tokens)
+    if jsonl:
+        write_jsonl(jsonl, tokens)
+    result = MergeResult(len(txt_rows), len(fail_rows), len(input_keys))
+    mark_done(dest, "merge_tokens", None, {"tokens": result.tokens, "failed": result.failed,
+                                           "output_dir": str(output_dir)})
+    return result
+
+
+def write_utt2speech_token(path: PathLike, tokens: Dict[str, List[int]]) -> None:
+    """CosyVoice's ``utt2speech_token.pt``: ``torch.save`` of ``dict[str, list[int]]``, written atomically."""
+    import torch
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(dict(tokens), tmp)
+    os.replace(tmp, path)
+
+
+def write_jsonl(path: PathLike, tokens: Dict[str, List[int]]) -> None:
+    """One ``{"key": ..., "code": [...]}`` object per line."""
+    atomic_write_lines(path, [json.dumps({"key": k, "code": v}, ensure_ascii=False) for k, v in tokens.items()])
