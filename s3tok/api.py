@@ -49,6 +49,7 @@ def load_model(path_or_name: Union[str, os.PathLike], device: Union[None, str, t
     """
     t0 = time.perf_counter()
     src = Path(path_or_name)
+    parsed = False  # read_onnx logs the random-weight warning itself
     if hub.is_converted_dir(src):
         meta, state_dict = _read_converted_or_fail(src)
         origin = f"converted folder {src}"
@@ -61,6 +62,7 @@ def load_model(path_or_name: Union[str, os.PathLike], device: Union[None, str, t
             logger.info("%s: converted weights from the cache %s", onnx_path, hub.converted_dir(sha))
         else:
             imported = read_onnx(onnx_path)
+            parsed = True
             state_dict = imported.state_dict
             meta = {"config": imported.config.to_dict(), **_provenance(imported, sha)}
             origin = str(onnx_path)
@@ -75,7 +77,7 @@ def load_model(path_or_name: Union[str, os.PathLike], device: Union[None, str, t
     model.source = origin
     model.onnx_sha256 = meta.get("onnx_sha256")
     model.random_init = bool(meta.get("random_init", False))
-    if model.random_init:
+    if model.random_init and not parsed:
         logger.warning("%s: random-weight model made by s3tok: its tokens are meaningless", path_or_name)
     model.set_dtype(parse_dtype(dtype))
     model.eval()

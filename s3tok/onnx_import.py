@@ -38,6 +38,7 @@ class ImportedModel:
     state_dict: Dict[str, torch.Tensor]
     path: str
     notes: List[str] = field(default_factory=list)
+    random_init: bool = False  # metadata ``s3tok_random_init`` = "1": random weights written by s3tok
 
 
 _BLOCK_LINEAR = re.compile(r"^/blocks\.(\d+)/(attn/(?:query|key|value|out)|mlp/mlp\.[02])/(MatMul|Add)$")
@@ -314,7 +315,12 @@ def read_onnx(path: PathLike) -> ImportedModel:
                               f"(width {width}, depth {depth}): " + " | ".join(problems))
     logger.info("%s: identified %s (width %d, heads %d, depth %d, conv1 stride %d, %s LayerNorm, %d tensors)",
                 where, version, width, heads, depth, strides[0], config.layernorm, len(pl.params))
-    return ImportedModel(config, pl.params, where, notes)
+    props = {p.key: p.value for p in model.metadata_props}
+    random_init = props.get("s3tok_random_init") == "1"
+    if random_init:
+        logger.warning("%s: random-weight model made by s3tok %s: tokens are meaningless", where,
+                       props.get("s3tok_version", "(unknown version)"))
+    return ImportedModel(config, pl.params, where, notes, random_init=random_init)
 
 
 def _infer_heads(t: _GraphTensors, width: int) -> int:
