@@ -11,6 +11,7 @@ SUBCOMMANDS = {
     "models": ("s3tok.bin.models", "list the known official models"),
     "download": ("s3tok.bin.download", "download official models into the cache"),
     "convert": ("s3tok.bin.convert", "convert an ONNX file to safetensors + config.json"),
+    "export-onnx": ("s3tok.bin.export_onnx", "write a model (or a random one) as official-layout ONNX"),
 }
 
 

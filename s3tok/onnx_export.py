@@ -18,11 +18,9 @@ official-size graphs without the official files::
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -402,7 +400,7 @@ def _check_layout(cfg: S3Config) -> None:
         raise OnnxExportError(f"{cfg.version}: configuration has no official ONNX layout: {'; '.join(diffs)}")
 
 
-def build_onnx(model: S3Tokenizer, *, random_init: bool = False):
+def build_onnx(model: S3Tokenizer, *, random_init: bool = False, dynamic_batch: bool = True):
     """The ``onnx.ModelProto`` of ``model`` in the official layout of its version (see :func:`export_onnx`)."""
     from onnx import helper
 
@@ -414,20 +412,25 @@ def build_onnx(model: S3Tokenizer, *, random_init: bool = False):
         raise OnnxExportError(f"{model.config.version}: {n_bytes / 2**30:.2f} GiB of weights do not fit in a "
                               "single-file ONNX model (2 GiB protobuf limit)")
     proto = _Exporter(model).build()
+    if not dynamic_batch:  # batch fixed to 1, like the official files are used
+        for value in list(proto.graph.input) + list(proto.graph.output):
+            value.type.tensor_type.shape.dim[0].dim_value = 1
     helper.set_model_props(proto, {META_VERSION: __version__, META_RANDOM_INIT: "1" if random_init else "0"})
     return proto
 
 
-def export_onnx(model: S3Tokenizer, path: PathLike, *, random_init: bool = False) -> None:
+def export_onnx(model: S3Tokenizer, path: PathLike, *, random_init: bool = False,
+                dynamic_batch: bool = True) -> None:
     """Write ``model`` to ``path`` as an ONNX graph in the official layout of its version.
 
     ``random_init`` marks the file as made from random weights (metadata ``s3tok_random_init``), so that
-    loading it warns that its tokens are meaningless. Weights are written in float32 whatever the
+    loading it warns that its tokens are meaningless. ``dynamic_batch=False`` fixes the batch axis to 1
+    (time stays dynamic). Weights are written in float32 whatever the
     model's compute dtype. The file is written to a temporary name first and then moved into place.
     """
     import onnx
 
-    proto = build_onnx(model, random_init=random_init)
+    proto = build_onnx(model, random_init=random_init, dynamic_batch=dynamic_batch)
     onnx.checker.check_model(proto)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -504,59 +507,11 @@ def random_model(name: str, *, width: Optional[int] = None, heads: Optional[int]
     return model
 
 
-# ---------------------------------------------------------------------------------------------- CLI
-
-
-def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m s3tok.onnx_export",
-        description="Write an S3 tokenizer as an ONNX file in the official layout of its version: a model "
-                    "with random weights of an official configuration (--random-init), or the weights of "
-                    "an existing official-layout file (--model).")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--random-init", action="store_true",
-                     help="random weights (the file is marked: loading it warns that tokens are meaningless)")
-    src.add_argument("--model", help="re-export the weights of this official-layout .onnx file")
-    p.add_argument("--version", choices=MODEL_NAMES, help="model version (with --random-init)")
-    p.add_argument("--width", type=int, help="model width (default: official, 1280)")
-    p.add_argument("--heads", type=int, help="attention heads (default: official, 20)")
-    p.add_argument("--depth", type=int, help="blocks (default: official, 6; 12 for v3)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("-v", "--verbose", action="count", default=0)
-    p.add_argument("output", help="path of the .onnx file to write")
-    return p
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from .logging_setup import setup_logging
+    """``python -m s3tok.onnx_export`` is ``s3tok export-onnx``."""
+    from .bin.export_onnx import main as cli_main
 
-    parser = get_parser()
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
-    sizes = {k: getattr(args, k) for k in ("width", "heads", "depth")}
-    if args.random_init:
-        if not args.version:
-            parser.error("--random-init needs --version")
-        for k, v in sizes.items():
-            if v is not None and v < 1:
-                parser.error(f"--{k} must be positive, got {v}")
-    elif args.version or any(v is not None for v in sizes.values()):
-        parser.error("--version/--width/--heads/--depth only go with --random-init")
-    start = time.perf_counter()
-    try:
-        if args.random_init:
-            model = random_model(args.version, seed=args.seed, **sizes)
-        else:
-            from .api import load_model
-
-            model = load_model(args.model)
-        export_onnx(model, args.output, random_init=args.random_init)
-    except (ValueError, OSError) as e:
-        logger.error("%s", e)
-        return 1
-    size = Path(args.output).stat().st_size
-    logger.info("%s: %.1f MB in %.1f s", args.output, size / 1e6, time.perf_counter() - start)
-    return 0
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ import torch
 import s3tok
 from conftest import MODEL_NAMES
 from s3tok.model import S3Config, S3Tokenizer
-from s3tok.onnx_export import OPSETS, OnnxExportError, build_onnx, export_onnx, get_parser, main, random_model
+from s3tok.bin.export_onnx import get_parser, main
+from s3tok.onnx_export import OPSETS, OnnxExportError, build_onnx, export_onnx, random_model
 from s3tok.onnx_import import read_onnx
 
 ort = pytest.importorskip("onnxruntime")
@@ -265,10 +266,10 @@ def test_cli(tmp_path, caplog):
     assert all(torch.equal(im.state_dict[k], v) for k, v in ref_sd.items())
     # --model re-exports an existing file.
     again = tmp_path / "again.onnx"
-    assert main(["--model", str(out), str(again)]) == 0
+    assert main([str(out), str(again)]) == 0
     assert read_onnx(again).config == im.config
     # Usage errors.
-    for bad in (["--random-init", str(out)], ["--model", str(out), "--width", "64", str(out)], [str(out)],
+    for bad in (["--random-init", str(out)], [str(out), "--width", "64", str(out)], [str(out)],
                 ["--random-init", "--version", "speech_tokenizer_v9", str(out)]):
         with pytest.raises(SystemExit) as e:
             main(bad)
@@ -288,3 +289,30 @@ def test_refuses_unofficial_layout():
         build_onnx(S3Tokenizer(cfg))
     with pytest.raises(TypeError, match="expected an S3Tokenizer"):
         build_onnx(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_cli_dynamic_batch_export_of_reference_models(name, ref, ref_mels, tmp_path):
+    """``s3tok export-onnx M out.onnx --dynamic-batch``: onnxruntime on a batch of 4 clips of different
+    lengths gives PyTorch's tokens, and the file loads back with the same tokens; without the flag the
+    batch axis is 1."""
+    import onnx
+    import onnxruntime as ort
+
+    src = ref / "models" / f"{name}.onnx"
+    dyn, static = tmp_path / "dyn.onnx", tmp_path / "static.onnx"
+    assert main([str(src), str(dyn), "--dynamic-batch"]) == 0
+    assert main([str(src), str(static)]) == 0
+    assert onnx.load(str(static)).graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
+    assert onnx.load(str(dyn)).graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    utts = ["en_yes", "cmn_boats", "en_paragraph", "stereo_mix"]
+    mels, lens = s3tok.padding([ref_mels[u] for u in utts])
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(dyn), so, providers=["CPUExecutionProvider"])
+    got = sess.run(["indices"], {"feats": mels.numpy(), "feats_length": lens.numpy().astype(np.int32)})[0]
+    torch_codes, torch_lens = s3tok.load_model(src).quantize(mels, lens)
+    back_codes, _ = s3tok.load_model(dyn).quantize(mels, lens)
+    for i, n in enumerate(torch_lens.tolist()):
+        assert got.reshape(len(utts), -1)[i, :n].tolist() == torch_codes[i, :n].tolist(), utts[i]
+    assert torch.equal(back_codes, torch_codes)

@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Time ``s3tok.load_model`` on one ONNX file: parsing the ONNX graph vs reading the converted-weights cache.
+
+Both in one run, on a fresh cache folder (``$S3TOK_HOME`` is set to a temporary directory):
+
+  s3tok export-onnx --random-init --version speech_tokenizer_v2_25hz /tmp/v2.onnx   # official size
+  python tools/bench_load.py /tmp/v2.onnx --repeat 3
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from typing import List, Optional, Sequence
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("onnx", help="official-layout .onnx file")
+    p.add_argument("--repeat", type=int, default=3)
+    return p
+
+
+def timed(fn, repeat: int) -> List[float]:
+    out = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    os.environ["S3TOK_HOME"] = tempfile.mkdtemp(prefix="s3tok-bench-load-")
+    import s3tok
+
+    size = os.path.getsize(args.onnx) / 1e6
+    t0 = time.perf_counter()
+    s3tok.load_model(args.onnx)  # first load: hash + parse + convert + write the cache
+    first = time.perf_counter() - t0
+    onnx_times = timed(lambda: s3tok.load_model(args.onnx, cache=False), args.repeat)
+    cached_times = timed(lambda: s3tok.load_model(args.onnx), args.repeat)
+    rows = [("ONNX parse (cache=False)", onnx_times), ("converted-weights cache", cached_times)]
+    lines = [f"{args.onnx}: {size:.1f} MB; first load (hash, parse, convert, write cache) {first:.2f} s",
+             "| load path | median s | min s | runs |", "|---|---|---|---|"]
+    for name, ts in rows:
+        lines.append(f"| {name} | {statistics.median(ts):.2f} | {min(ts):.2f} | {len(ts)} |")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
