@@ -163,3 +163,15 @@ def test_config_validation():
         S3Config("speech_tokenizer_v1", width=100, heads=3)
     with pytest.raises(ValueError, match="unknown model version"):
         official_config("speech_tokenizer_v9")
+
+
+def test_pack_by_length_bounds_padding():
+    """A short item never rides in a group of long ones: at most 25 % of any item is padding."""
+    from s3tok.model.packing import pack_by_length
+
+    lengths = [3000, 142, 3000, 901, 1470, 150, 2999, 600]
+    groups = pack_by_length(lengths, lambda n: n, max_frames=48000)
+    assert sorted(n for g in groups for n in g) == sorted(lengths)  # each item exactly once
+    for g in groups:
+        assert all(n >= 0.75 * g[0] for n in g), g
+    assert [3000, 3000, 2999] in groups
