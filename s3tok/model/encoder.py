@@ -10,6 +10,34 @@ from torch import Tensor, nn
 from .config import S3Config
 
 
+def _probe_onednn_linear() -> bool:
+    """Whether this torch build has oneDNN's fused linear (dense in, dense out) and it runs."""
+    try:
+        op = torch.ops.mkldnn._linear_pointwise
+        if not torch.backends.mkldnn.is_available():
+            return False
+        with torch.no_grad():
+            x, w, b = torch.ones(2, 4), torch.ones(3, 4), torch.zeros(3)
+            return bool(torch.equal(op(x, w, b, "none", [], ""), F.linear(x, w, b)))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+ONEDNN_LINEAR = _probe_onednn_linear()
+
+
+def linear(layer: nn.Linear, x: Tensor, gelu: bool = False) -> Tensor:
+    """``layer(x)`` (then exact GELU when ``gelu``). On CPU in fp32 without autograd this calls oneDNN's
+    linear with the GELU fused, about twice the speed of the default BLAS path on some CPUs."""
+    if (ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()):
+        if gelu:
+            return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "gelu", [], "none")
+        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "none", [], "")
+    y = F.linear(x, layer.weight, layer.bias)
+    return F.gelu(y) if gelu else y
+
+
 def conv_out_lengths(lengths: Tensor, stride: int) -> Tensor:
     """Length after a kernel-3, padding-1 convolution: ``(L - 1) // stride + 1``."""
     return torch.div(lengths - 1, stride, rounding_mode="floor") + 1
@@ -64,9 +92,9 @@ class Attention(nn.Module):
                 rope: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
         """``x [B, T, D]``; ``key_bias [B, 1, 1, T]`` additive; ``pad_mask [B, T, 1]`` float 0/1."""
         b, t, _ = x.shape
-        q = self.query(x).view(b, t, self.heads, self.head_dim)
-        k = self.key(x).view(b, t, self.heads, self.head_dim)
-        v = self.value(x)
+        q = linear(self.query, x).view(b, t, self.heads, self.head_dim)
+        k = linear(self.key, x).view(b, t, self.heads, self.head_dim)
+        v = linear(self.value, x)
         memory = None
         if self.fsmn_block is not None:
             v = v * pad_mask
@@ -85,7 +113,7 @@ class Attention(nn.Module):
         else:
             w = (q @ k.transpose(-1, -2)).float() + key_bias
             o = torch.softmax(w, dim=-1).to(q.dtype) @ vh
-        o = self.out(o.transpose(1, 2).reshape(b, t, -1))
+        o = linear(self.out, o.transpose(1, 2).reshape(b, t, -1))
         return o if memory is None else o + memory
 
 
@@ -103,7 +131,7 @@ class Block(nn.Module):
     def forward(self, x: Tensor, key_bias: Tensor, pad_mask: Tensor,
                 rope: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
         x = x + self.attn(self.attn_ln(x), key_bias, pad_mask, rope)
-        return x + self.mlp(self.mlp_ln(x))
+        return x + linear(self.mlp[2], linear(self.mlp[0], self.mlp_ln(x), gelu=True))
 
 
 class Encoder(nn.Module):
