@@ -64,3 +64,17 @@ def test_explicit_attention_path(name, ref, ref_models, ref_mels):
         model.set_sdpa(True)
     got = {u: codes[i, :code_lens[i]].tolist() for i, u in enumerate(utts)}
     compare(name, got, {u: expected[u] for u in utts}, ties, "explicit attention")
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_plain_linear_path(name, ref, ref_models, ref_mels, monkeypatch):
+    """Without oneDNN's fused linear (other builds, GPUs) the tokens are the same."""
+    import s3tok.model.encoder as encoder
+
+    monkeypatch.setattr(encoder, "ONEDNN_LINEAR", False)
+    model = ref_models[name]
+    expected, ties = load_expected(ref, name)
+    mels, lens = padding(list(ref_mels.values()))
+    codes, code_lens = model.quantize(mels, lens)
+    got = {u: codes[i, :code_lens[i]].tolist() for i, u in enumerate(ref_mels)}
+    compare(name, got, expected, ties, "plain linear")
