@@ -1,16 +1,22 @@
 #!/usr/bin/env python3
 """Side-by-side speed of onnxruntime at batch 1 (the official way) and s3tok on the same clips, one run.
 
-The front end is computed once and shared; the table times the tokenizer only (long clips: 30 s windows
-for both engines), plus s3tok's end-to-end ``tokenize`` loop (decode + mel + model). Token agreement of
-each s3tok row is measured against the onnxruntime row.
+Each engine runs in its own process (no shared thread pools) and is timed over ``--runs`` passes (best
+reported). The engine rows time the tokenizer only on precomputed log-mels (long clips: 30 s windows for
+both engines); the loop row times s3tok's end-to-end ``tokenize`` loop (decode + mel + model). Token
+agreement of each s3tok row is measured against the onnxruntime row.
 
   python tools/bench_tokenize.py --model M.onnx --wav_dir ../shared/reference/audio --threads 2
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from typing import Dict, List, Optional, Sequence
 
@@ -37,6 +43,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtypes", default="float32,bfloat16", help="s3tok dtypes to time, comma separated")
     p.add_argument("--repeat", type=int, default=1, help="copies of the clip list (longer, steadier timing)")
     p.add_argument("--skip_ort", action="store_true", help="no onnxruntime row")
+    p.add_argument("--skip_loop", action="store_true", help="no end-to-end tokenize-loop row")
+    p.add_argument("--runs", type=int, default=3, help="timed passes per engine (the best is reported)")
+    p.add_argument("--engine", default=None, help=argparse.SUPPRESS)  # internal: run one engine
+    p.add_argument("--result", default=None, help=argparse.SUPPRESS)
     return p
 
 
@@ -82,44 +92,74 @@ def agreement(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]]) -> str:
     return f"{diff}/{total}"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = get_parser().parse_args(argv)
-    setup_logging()
+def engines(args: argparse.Namespace) -> List[str]:
+    names = [] if args.skip_ort else ["ort"]
+    names += [f"s3tok:{d}" for d in args.dtypes.split(",") if d]
+    return names + (["loop"] if not args.skip_loop else [])
+
+
+def run_engine(args: argparse.Namespace) -> Dict[str, object]:
+    """One engine in this process: the best of ``--runs`` timed passes, and its tokens."""
     torch.set_num_threads(args.threads)
     entries = read_wav_scp(args.wav_scp) if args.wav_scp else scan_audio_dir(args.wav_dir)
     entries = entries * args.repeat
-    t0 = time.perf_counter()
     feats = [featurize(e) for e in entries]
-    front = time.perf_counter() - t0
     mels = [f.mel for f in feats]
-    seconds = sum(f.seconds for f in feats)
     model = s3tok.load_model(args.model)
-    cfg = model.config
-    logger.info("%s: %s width %d depth %d; %d clips, %.1f s of audio; %d threads; front end %.2f s",
-                args.model, cfg.version, cfg.width, cfg.depth, len(mels), seconds, args.threads, front)
-    rows = []
-    ref = None
-    if not args.skip_ort:
-        t0 = time.perf_counter()
-        ref = ort_tokens(args.model, mels, model, args.threads)
-        rows.append(("onnxruntime fp32 batch 1", time.perf_counter() - t0, "reference"))
-    for name in args.dtypes.split(","):
-        model.set_dtype(s3tok.api.parse_dtype(name))
+    if args.engine == "ort":
+        fn = lambda: ort_tokens(args.model, mels, model, args.threads)  # noqa: E731
+    elif args.engine.startswith("s3tok:"):
+        model.set_dtype(s3tok.api.parse_dtype(args.engine.split(":", 1)[1]))
         s3tok_tokens(model, mels[:2], args.batch_size)  # warm-up
+        fn = lambda: s3tok_tokens(model, mels, args.batch_size)  # noqa: E731
+    else:  # the whole tokenize loop: decode + mel + model + batching
+        def fn():
+            got = {}
+            run_tokenize(model, entries, lambda k, t: got.__setitem__(k, t), lambda k, r: None,
+                         batch_size=args.batch_size, progress=False)
+            return [got[e.key] for e in entries]
+    walls, tokens = [], None
+    for _ in range(args.runs):
         t0 = time.perf_counter()
-        got = s3tok_tokens(model, mels, args.batch_size)
-        rows.append((f"s3tok {name} batch {args.batch_size}", time.perf_counter() - t0,
-                     agreement(got, ref) if ref else "-"))
-    model.set_dtype(torch.float32)
-    t0 = time.perf_counter()
-    run_tokenize(model, entries, lambda k, t: None, lambda k, r: None, batch_size=args.batch_size,
-                 progress=False)
-    rows.append(("s3tok tokenize loop fp32 (decode+mel+model)", time.perf_counter() - t0, "-"))
-    base = rows[0][1]
-    lines = ["| engine | wall s | audio s/s | speed-up vs first row | tokens differing |", "|---|---|---|---|---|"]
-    for name, wall, agree in rows:
-        lines.append(f"| {name} | {wall:.2f} | {seconds / wall:.1f} | {base / wall:.2f}x | {agree} |")
-    print("\n".join(lines))  # the table is the tool's output
+        tokens = fn()
+        walls.append(time.perf_counter() - t0)
+    return {"wall": min(walls), "walls": walls, "tokens": tokens, "seconds": sum(f.seconds for f in feats),
+            "config": model.config.to_dict()}
+
+
+LABELS = {"ort": "onnxruntime fp32 batch 1", "loop": "s3tok tokenize loop fp32 (decode+mel+model)"}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = get_parser().parse_args(argv)
+    setup_logging()
+    if args.engine:
+        result = run_engine(args)
+        with open(args.result, "w") as f:
+            json.dump(result, f)
+        return 0
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in engines(args):  # each engine in a fresh process: no shared thread pools
+            out = os.path.join(tmp, name.replace(":", "_") + ".json")
+            cmd = [sys.executable, os.path.abspath(__file__), *(argv if argv is not None else sys.argv[1:]),
+                   "--engine", name, "--result", out]
+            subprocess.run(cmd, check=True)
+            with open(out) as f:
+                results[name] = json.load(f)
+    first = next(iter(results.values()))
+    cfg, seconds = first["config"], first["seconds"]
+    ref = results["ort"]["tokens"] if "ort" in results else None
+    logger.info("%s: %s width %d depth %d; %.1f s of audio; %d threads; best of %d runs", args.model,
+                cfg["version"], cfg["width"], cfg["depth"], seconds, args.threads, args.runs)
+    base = first["wall"]
+    lines = ["| engine | wall s (best) | audio s/s | speed-up vs first row | tokens differing |",
+             "|---|---|---|---|---|"]
+    for name, r in results.items():
+        label = LABELS.get(name, f"s3tok {name.split(':')[-1]} batch {args.batch_size}")
+        agree = "reference" if name == "ort" else (agreement(r["tokens"], ref) if ref else "-")
+        lines.append(f"| {label} | {r['wall']:.2f} | {seconds / r['wall']:.1f} | {base / r['wall']:.2f}x | {agree} |")
+    sys.stdout.write("\n".join(lines) + "\n")  # the table is the tool's output
     return 0
 
 
