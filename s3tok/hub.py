@@ -9,31 +9,23 @@ Cache layout under ``$S3TOK_HOME`` (default ``~/.cache/s3tok``)::
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
-from tqdm import tqdm
 
+from .fetch import DownloadError, fetch_verified, sha256_of  # noqa: F401 - DownloadError is API
 from .fsutil import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
-CHUNK = 1 << 20
 CONVERTED_FORMAT = 1  # bump when the converted layout changes; older entries are then rebuilt
-
-
-class DownloadError(RuntimeError):
-    """An official model could not be fetched (no network, bad hash on every mirror, ...)."""
 
 
 @dataclass(frozen=True)
@@ -80,15 +72,6 @@ def onnx_cache_path(name: str, home: Optional[PathLike] = None) -> Path:
     return Path(home or s3tok_home()) / "onnx" / name / entry.filename
 
 
-def sha256_of(path: PathLike) -> str:
-    """SHA-256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def file_sha256(path: PathLike, home: Optional[PathLike] = None) -> str:
     """SHA-256 of a local file, remembered by (real path, size, mtime) so a reload does not rehash."""
     p = Path(path).resolve()
@@ -111,39 +94,6 @@ def file_sha256(path: PathLike, home: Optional[PathLike] = None) -> str:
     return digest
 
 
-def _fetch(url: str, part: Path, timeout: float, progress: bool, desc: str) -> None:
-    """Download ``url`` into ``part``, resuming from its current size with an HTTP Range request."""
-    have = part.stat().st_size if part.exists() else 0
-    req = urllib.request.Request(url, headers={"User-Agent": "s3tok"})
-    if have:
-        req.add_header("Range", f"bytes={have}-")
-    try:
-        resp = urllib.request.urlopen(req, timeout=timeout)
-    except urllib.error.HTTPError as e:
-        if e.code == 416 and have:  # nothing left to send: the part file is already complete
-            return
-        raise
-    with resp:
-        if have and resp.status != 206:
-            logger.info("%s: server ignored the resume request; starting over", url)
-            have = 0
-        length = resp.headers.get("Content-Length")
-        total = have + int(length) if length is not None else None
-        mode = "ab" if have else "wb"
-        got = have
-        with open(part, mode) as f, tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=desc,
-                                         disable=not progress) as bar:
-            while True:
-                block = resp.read(CHUNK)
-                if not block:
-                    break
-                f.write(block)
-                got += len(block)
-                bar.update(len(block))
-        if total is not None and got < total:
-            raise DownloadError(f"connection closed after {got} of {total} bytes (kept {part} to resume)")
-
-
 def download_model(name: str, home: Optional[PathLike] = None, progress: bool = True,
                    timeout: float = 60.0) -> Path:
     """The verified local path of official model ``name``, downloading it when the cache lacks it.
@@ -156,38 +106,8 @@ def download_model(name: str, home: Optional[PathLike] = None, progress: bool = 
         raise KeyError(f"unknown model {name!r}; known: {', '.join(REGISTRY)}")
     entry = REGISTRY[name]
     dest = onnx_cache_path(name, home)
-    if dest.is_file():
-        digest = sha256_of(dest)
-        if digest == entry.sha256:
-            return dest
-        bad = dest.with_name(dest.name + f".bad-{digest[:12]}")
-        logger.warning("%s: SHA-256 %s is not %s; moved aside to %s and downloading again",
-                       dest, digest, entry.sha256, bad)
-        os.replace(dest, bad)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    errors: List[str] = []
-    for url in entry.urls:
-        try:
-            logger.info("downloading %s from %s", name, url)
-            _fetch(url, part, timeout, progress, desc=name)
-        except (OSError, DownloadError, ValueError) as e:
-            errors.append(f"{url}: {e}")
-            logger.warning("%s: %s", url, e)
-            continue
-        digest = sha256_of(part)
-        if digest != entry.sha256:
-            errors.append(f"{url}: SHA-256 {digest} is not the expected {entry.sha256}")
-            logger.warning("%s: wrong SHA-256 %s; discarded", url, digest)
-            part.unlink()
-            continue
-        os.replace(part, dest)
-        logger.info("%s: saved %s (%d bytes, SHA-256 verified)", name, dest, dest.stat().st_size)
-        return dest
-    raise DownloadError(
-        f"could not download {name}:\n  " + "\n  ".join(errors)
-        + f"\nWithout network, fetch {entry.filename} from one of\n  " + "\n  ".join(entry.urls)
-        + f"\nand put it at {dest} (SHA-256 {entry.sha256}), or pass its path to load_model / --model.")
+    return fetch_verified(entry.urls, dest, entry.sha256, "sha256", progress=progress, timeout=timeout,
+                          desc=name, hint="or pass its path to load_model / --model")
 
 
 def resolve_onnx(path_or_name: PathLike, home: Optional[PathLike] = None, progress: bool = True) -> Tuple[Path, str]:

@@ -1,0 +1,110 @@
+"""Downloads that resume, verify a checksum and appear under their final name only when complete."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import List, Sequence, Union
+
+from tqdm import tqdm
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+CHUNK = 1 << 20
+
+
+class DownloadError(RuntimeError):
+    """A file could not be fetched from any of its URLs (no network, wrong checksum everywhere, ...)."""
+
+
+def file_digest(path: PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file (``sha256``, ``md5``, ...), read in 1 MiB chunks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_of(path: PathLike) -> str:
+    return file_digest(path, "sha256")
+
+
+def fetch_url(url: str, part: Path, timeout: float, progress: bool, desc: str) -> None:
+    """Download ``url`` into ``part``, resuming from its current size with an HTTP Range request."""
+    have = part.stat().st_size if part.exists() else 0
+    req = urllib.request.Request(url, headers={"User-Agent": "s3tok"})
+    if have:
+        req.add_header("Range", f"bytes={have}-")
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # nothing left to send: the part file is already complete
+            return
+        raise
+    with resp:
+        if have and resp.status != 206:
+            logger.info("%s: server ignored the resume request; starting over", url)
+            have = 0
+        length = resp.headers.get("Content-Length")
+        total = have + int(length) if length is not None else None
+        mode = "ab" if have else "wb"
+        got = have
+        with open(part, mode) as f, tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=desc,
+                                         disable=not progress) as bar:
+            while True:
+                block = resp.read(CHUNK)
+                if not block:
+                    break
+                f.write(block)
+                got += len(block)
+                bar.update(len(block))
+        if total is not None and got < total:
+            raise DownloadError(f"connection closed after {got} of {total} bytes (kept {part} to resume)")
+
+
+def fetch_verified(urls: Sequence[str], dest: PathLike, digest: str, algorithm: str = "sha256",
+                   progress: bool = True, timeout: float = 60.0, desc: str = "", hint: str = "") -> Path:
+    """``dest`` with the expected checksum, downloading it (mirrors in order) when absent or wrong.
+
+    A file already there with the right checksum is used without network; one with a wrong checksum is
+    moved aside (``.bad-<digest>``) and never used. A partial download (``dest.part``) resumes.
+    """
+    dest = Path(dest)
+    desc = desc or dest.name
+    if dest.is_file():
+        have = file_digest(dest, algorithm)
+        if have == digest:
+            return dest
+        bad = dest.with_name(dest.name + f".bad-{have[:12]}")
+        logger.warning("%s: %s %s is not %s; moved aside to %s and downloading again",
+                       dest, algorithm, have, digest, bad)
+        os.replace(dest, bad)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    errors: List[str] = []
+    for url in urls:
+        try:
+            logger.info("downloading %s from %s", desc, url)
+            fetch_url(url, part, timeout, progress, desc=desc)
+        except (OSError, DownloadError, ValueError) as e:
+            errors.append(f"{url}: {e}")
+            logger.warning("%s: %s", url, e)
+            continue
+        have = file_digest(part, algorithm)
+        if have != digest:
+            errors.append(f"{url}: {algorithm.upper()} {have} is not the expected {digest}")
+            logger.warning("%s: wrong %s %s; discarded", url, algorithm.upper(), have)
+            part.unlink()
+            continue
+        os.replace(part, dest)
+        logger.info("%s: saved %s (%d bytes, %s verified)", desc, dest, dest.stat().st_size, algorithm.upper())
+        return dest
+    raise DownloadError(
+        f"could not download {desc}:\n  " + "\n  ".join(errors)
+        + f"\nWithout network, fetch {dest.name} from one of\n  " + "\n  ".join(urls)
+        + f"\nand put it at {dest} ({algorithm.upper()} {digest})" + (f", {hint}" if hint else "") + ".")
