@@ -1,0 +1,1 @@
+"""Corpus-specific download and preparation (one module per corpus)."""
