@@ -44,7 +44,8 @@ def job_files(output_dir: PathLike, num_jobs: int) -> List[JobFiles]:
     return [JobFiles(out)] if num_jobs == 0 else [JobFiles(out, j) for j in range(1, num_jobs + 1)]
 
 
-def _read_pairs(path: Path) -> List[Tuple[str, str]]:
+def read_pairs(path: Path) -> List[Tuple[str, str]]:
+    """``key rest`` lines of a Kaldi-style text file."""
     rows = []
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
@@ -53,9 +54,29 @@ def _read_pairs(path: Path) -> List[Tuple[str, str]]:
     return rows
 
 
+def check_coverage(where: PathLike, input_keys: Sequence[str], parts: Sequence[Tuple[str, Sequence[tuple]]]) -> None:
+    """Every input key exactly once across ``parts`` (``(name, rows)``), nothing else; else MergeError."""
+    seen: Dict[str, str] = {}
+    for name, rows in parts:
+        for row in rows:
+            key = row[0]
+            if key in seen:
+                raise MergeError(f"{where}: key {key!r} appears twice ({seen[key]} and {name})")
+            seen[key] = name
+    wanted = set(input_keys)
+    missing = [k for k in input_keys if k not in seen]
+    extra = [k for k in seen if k not in wanted]
+    if missing or extra:
+        raise MergeError(f"{where}: outputs do not cover the input exactly: {len(missing)} key(s) missing "
+                         f"{missing[:5]}, {len(extra)} unexpected {extra[:5]}")
+
+
 def merge_jobs(output_dir: PathLike, num_jobs: int, input_keys: Sequence[str], dest: PathLike,
-               utt2speech_token: Optional[PathLike] = None, jsonl: Optional[PathLike] = None) -> MergeResult:
-    """Check and merge; raise :class:`MergeError` naming what is wrong."""
+               utt2speech_token: Optional[PathLike] = None, jsonl: Optional[PathLike] = None,
+               prior_fail: Sequence[PathLike] = ()) -> MergeResult:
+    """Check and merge; raise :class:`MergeError` naming what is wrong. ``prior_fail``: ``key reason``
+    files of keys that failed in an earlier stage (e.g. compute_mel) and so never reached tokenize."""
+    order = {k: i for i, k in enumerate(input_keys)}
     jobs = job_files(output_dir, num_jobs)
     unfinished = [j.job or 1 for j in jobs if not is_done(output_dir, STAGE, j.job)]
     if unfinished:
@@ -66,9 +87,9 @@ def merge_jobs(output_dir: PathLike, num_jobs: int, input_keys: Sequence[str], d
     fail_rows: List[Tuple[str, str]] = []
     makers: List[Dict[str, object]] = []
     for j in jobs:
-        scp_rows += _read_pairs(j.tokens_scp)
-        txt_rows += _read_pairs(j.tokens_txt)
-        fail_rows += _read_pairs(j.utt2fail)
+        scp_rows += read_pairs(j.tokens_scp)
+        txt_rows += read_pairs(j.tokens_txt)
+        fail_rows += read_pairs(j.utt2fail)
         makers.append(json.loads(j.provenance.read_text(encoding="utf-8")))
     first = makers[0]
     for j, m in zip(jobs, makers):
@@ -76,18 +97,10 @@ def merge_jobs(output_dir: PathLike, num_jobs: int, input_keys: Sequence[str], d
         if diff:
             raise MergeError(f"{j.provenance} differs from {jobs[0].provenance} in {diff}: jobs made by "
                              "different models cannot be merged")
-    seen: Dict[str, str] = {}
-    for where, rows in (("tokens", scp_rows), ("utt2fail", fail_rows)):
-        for key, _ in rows:
-            if key in seen:
-                raise MergeError(f"{output_dir}: key {key!r} appears twice ({seen[key]} and {where})")
-            seen[key] = where
-    wanted = set(input_keys)
-    missing = [k for k in input_keys if k not in seen]
-    extra = [k for k in seen if k not in wanted]
-    if missing or extra:
-        raise MergeError(f"{output_dir}: outputs do not cover the input exactly: {len(missing)} key(s) missing "
-                         f"{missing[:5]}, {len(extra)} unexpected {extra[:5]}")
+    prior = [row for path in prior_fail for row in read_pairs(Path(path))]
+    check_coverage(output_dir, input_keys, [("tokens", scp_rows), ("utt2fail", fail_rows),
+                                            ("an earlier stage's failures", prior)])
+    fail_rows = sorted(prior + fail_rows, key=lambda r: order[r[0]]) if prior else fail_rows
     dest = Path(dest)
     atomic_write_lines(dest / "tokens.scp", [f"{k} {v}" for k, v in scp_rows])
     atomic_write_lines(dest / "utt2num_tokens", [f"{k} {len(v.split())}" for k, v in txt_rows])

@@ -53,7 +53,7 @@ class RunStats:
         return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
 
 
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
 
@@ -148,18 +148,18 @@ def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
                 try:
                     feats.append(fut.result())
                 except Exception as e:  # noqa: BLE001 - any decode problem is this utterance's failure
-                    fail(entry.key, _one_line(e))
+                    fail(entry.key, one_line(e))
             for batch in make_batches(feats, batch_size, max_frames_per_batch):
                 try:
                     results = [(f, toks) for f, toks in zip(batch, tokenize_batch(model, batch))]
                 except Exception as e:  # noqa: BLE001 - retry one by one to isolate the bad item
-                    logger.warning("batch of %d failed (%s); retrying its items one by one", len(batch), _one_line(e))
+                    logger.warning("batch of %d failed (%s); retrying its items one by one", len(batch), one_line(e))
                     results = []
                     for f in batch:
                         try:
                             results.append((f, tokenize_batch(model, [f])[0]))
                         except Exception as e1:  # noqa: BLE001
-                            fail(f.key, _one_line(e1))
+                            fail(f.key, one_line(e1))
                 for f, toks in results:
                     if not toks:
                         fail(f.key, "model returned no tokens")

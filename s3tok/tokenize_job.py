@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch
 
 from .data.sources import Utterance
+from .data.tables import write_table
 from .fsutil import atomic_write_lines, atomic_write_text
 from .journal import LineJournal, clear_done, is_done, mark_done, read_done
 from .model import S3Tokenizer
@@ -94,26 +95,6 @@ def provenance(model: S3Tokenizer, dtype: torch.dtype) -> Dict[str, object]:
             "s3tok_version": __version__}
 
 
-def write_token_table(ark: Path, scp: Path, rows: Sequence[tuple]) -> None:
-    """``rows`` of ``(key, [int])`` as a Kaldi int32-vector ark + scp, both renamed into place at the end."""
-    import kaldi_native_io
-
-    tmp_ark = ark.with_name(f".{ark.name}.tmp")
-    tmp_scp = scp.with_name(f".{scp.name}.tmp")
-    writer = kaldi_native_io.Int32VectorWriter(f"ark,scp:{tmp_ark},{tmp_scp}")
-    for key, toks in rows:
-        writer.write(key, list(toks))
-    writer.close()
-    lines = []
-    for line in tmp_scp.read_text(encoding="utf-8").splitlines():
-        key, loc = line.split(" ", 1)
-        offset = loc.rsplit(":", 1)[1]
-        lines.append(f"{key} {ark}:{offset}")
-    os.replace(tmp_ark, ark)
-    atomic_write_lines(scp, lines)
-    tmp_scp.unlink()
-
-
 MAKER_FIELDS = ("model", "onnx_sha256", "dtype", "codebook_size", "token_rate")
 
 
@@ -180,8 +161,8 @@ def run_job(model: S3Tokenizer, utts: Sequence[Utterance], files: JobFiles, *, d
     stats.done += len(kept)
     token_rows = [(u.key, journal.entries[u.key]) for u in utts if u.key in journal.entries]
     atomic_write_lines(files.tokens_txt, [f"{k} {v}" if v else k for k, v in token_rows])
-    write_token_table(files.tokens_ark, files.tokens_scp,
-                      [(k, [int(t) for t in v.split()]) for k, v in token_rows])
+    write_table("int32_vector", files.tokens_ark, files.tokens_scp,
+                [(k, [int(t) for t in v.split()]) for k, v in token_rows])
     atomic_write_lines(files.utt2fail, [f"{u.key} {failures[u.key]}" for u in utts if u.key in failures])
     journal.remove()
     mark_done(out, STAGE, files.job, {"utterances": len(utts), "tokenized": len(token_rows),

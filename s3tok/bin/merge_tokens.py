@@ -26,6 +26,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--dest", required=True, help="where the merged files go (e.g. data/test)")
     p.add_argument("--utt2speech_token", default=None, help="also write CosyVoice's utt2speech_token.pt here")
     p.add_argument("--jsonl", default=None, help="also write {'key':..., 'code': [...]} lines here")
+    p.add_argument("--prior_fail", action="append", default=[],
+                   help="'key reason' file of keys that failed in an earlier stage (repeatable)")
     p.add_argument("--max_fail_ratio", type=float, default=0.05)
     return p
 
@@ -35,7 +37,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     setup_logging()
     try:
         keys = keys_of(select_source(data_dir=args.data_dir, wav_scp=args.wav_scp, feats_scp=args.feats_scp))
-        result = merge_jobs(args.output_dir, args.num_jobs, keys, args.dest, args.utt2speech_token, args.jsonl)
+        result = merge_jobs(args.output_dir, args.num_jobs, keys, args.dest, args.utt2speech_token, args.jsonl,
+                            args.prior_fail)
     except (MergeError, ValueError, OSError) as e:
         logger.error("%s", e)
         return 2
