@@ -1,10 +1,29 @@
-"""s3tok: CosyVoice's S3 speech tokenizers in PyTorch, token-exact with the official ONNX files."""
-from .api import available_models, load_model
-from .audio import AudioError, load_audio, log_mel_spectrogram, padding
-from .model import S3Config, S3Tokenizer
+"""s3tok: CosyVoice's S3 speech tokenizers in PyTorch, token-exact with the official ONNX files.
+
+The names below are imported on first use, so that light tools (``utils/run.pl``, data-dir checks) start
+without loading torch.
+"""
+from importlib import import_module
+from typing import Any
+
 from .version import __version__
 
-__all__ = [
-    "AudioError", "S3Config", "S3Tokenizer", "__version__", "available_models", "load_audio",
-    "load_model", "log_mel_spectrogram", "padding",
-]
+_EXPORTS = {
+    "available_models": ".api", "load_model": ".api",
+    "AudioError": ".audio", "load_audio": ".audio", "log_mel_spectrogram": ".audio", "padding": ".audio",
+    "S3Config": ".model", "S3Tokenizer": ".model",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 's3tok' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

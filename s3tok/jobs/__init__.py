@@ -1,0 +1,10 @@
+"""Kaldi's job runners (``utils/run.pl``, later ``utils/slurm.pl``): a job line ``[JOB=1:N] log cmd...``
+(:mod:`.spec`), a backend that runs jobs and returns their exit codes (:mod:`.backend`, :mod:`.local`), and
+the shared rerun selection, failure count and exit status (:mod:`.report`)."""
+from .backend import Backend, JobOptions
+from .local import LocalBackend
+from .report import run_and_report
+from .spec import Job, JobSpec, JobsError, parse_range, succeeded
+
+__all__ = ["Backend", "Job", "JobOptions", "JobSpec", "JobsError", "LocalBackend", "parse_range",
+           "run_and_report", "succeeded"]
