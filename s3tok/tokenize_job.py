@@ -72,16 +72,6 @@ class JobFiles:
         return self._name("tokens", ".part")
 
 
-def shard(items: Sequence, num_jobs: int, job: int) -> List:
-    """Job ``job`` (1-based) of ``num_jobs`` contiguous pieces whose sizes differ by at most one.
-    A job beyond the number of items gets an empty piece."""
-    if num_jobs < 1 or not 1 <= job <= num_jobs:
-        raise ValueError(f"job {job} is not in 1..{num_jobs}")
-    n = len(items)
-    start = (job - 1) * n // num_jobs
-    end = job * n // num_jobs
-    return list(items[start:end])
-
 
 def provenance(model: S3Tokenizer, dtype: torch.dtype) -> Dict[str, object]:
     """What made the tokens: enough to tell whether two token files are comparable."""

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 from ..data.sources import select_source
 from ..logging_setup import setup_logging
 from ..mel_job import run_mel_job
-from ..tokenize_job import shard
+from ..sharding import job_shard
 
 logger = logging.getLogger("s3tok.compute_mel")
 
@@ -42,7 +42,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         utts = select_source(data_dir=args.data_dir, wav_scp=args.wav_scp)
         if args.num_jobs:
-            utts = shard(utts, args.num_jobs, args.job)
+            utts = job_shard(utts, args.num_jobs, args.job)
     except (ValueError, OSError) as e:
         logger.error("%s", e)
         return 2

@@ -18,7 +18,8 @@ import torch
 from ..api import load_model, parse_dtype
 from ..data.sources import select_source
 from ..logging_setup import setup_logging
-from ..tokenize_job import JobFiles, run_job, shard
+from ..sharding import distributed_job, job_shard, num_frames_file_for
+from ..tokenize_job import JobFiles, run_job
 
 logger = logging.getLogger("s3tok.tokenize")
 
@@ -62,11 +63,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if bool(args.num_jobs) != bool(args.job):
         logger.error("--num_jobs and --job go together (got --num_jobs %s --job %s)", args.num_jobs, args.job)
         return 2
+    if not args.num_jobs and distributed_job():  # under torchrun: one shard per rank
+        args.num_jobs, args.job = distributed_job()
+        logger.info("torchrun: rank %d of %d does shard %d", args.job - 1, args.num_jobs, args.job)
     try:
         utts = select_source(data_dir=args.data_dir, wav_scp=args.wav_scp, wav_dir=args.wav_dir,
                              feats_scp=args.feats_scp)
         if args.num_jobs:
-            utts = shard(utts, args.num_jobs, args.job)
+            utts = job_shard(utts, args.num_jobs, args.job, num_frames_file_for(args.data_dir, args.feats_scp))
         device = torch.device(args.device)
         dtype = parse_dtype(args.dtype)
         model = load_model(args.model, device=device, dtype=dtype)
