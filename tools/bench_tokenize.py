@@ -20,13 +20,12 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Sequence
 
-import numpy as np
 import torch
 
 import s3tok
 from s3tok.data import read_wav_scp, scan_audio_dir
 from s3tok.logging_setup import setup_logging
-from s3tok.model.windows import merge_segments, plan_segments
+from s3tok.parity import onnx_tokens, ort_session
 from s3tok.pipeline import featurize, run_tokenize
 
 logger = logging.getLogger("bench_tokenize")
@@ -52,24 +51,8 @@ def get_parser() -> argparse.ArgumentParser:
 
 def ort_tokens(path: str, mels: List[torch.Tensor], model: s3tok.S3Tokenizer, threads: int) -> List[List[int]]:
     """onnxruntime at batch 1; utterances over 30 s in the same windows s3tok uses, merged the same way."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    cfg = model.config
-    out = []
-    for i, mel in enumerate(mels):
-        segs = plan_segments(i, mel.shape[-1], cfg.num_tokens, cfg.token_rate)
-        toks = []
-        for s in segs:
-            feats = mel[None, :, s.start:s.start + s.length].numpy()
-            res = sess.run(["indices"], {"feats": feats, "feats_length": np.array([s.length], np.int32)})[0]
-            toks.append(np.asarray(res).reshape(-1).tolist())
-        out.append(merge_segments(segs, toks))
-    return out
+    sess = ort_session(path, threads)
+    return [onnx_tokens(sess, mel, model.config) for mel in mels]
 
 
 def s3tok_tokens(model: s3tok.S3Tokenizer, mels: List[torch.Tensor], batch_size: int) -> List[List[int]]:

@@ -1,0 +1,94 @@
+"""Prove on your own data that s3tok's tokens are the official ones: run the ONNX file with onnxruntime on
+CPU at batch 1 (CosyVoice's way, same front end) on a deterministic sample of the set and compare with the
+tokens s3tok wrote. Writes a JSON report and logs a table; exit 1 above ``--max_miss_rate``, 2 on bad input
+or when onnxruntime is missing (``pip install 's3tok[parity]'``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from ..data.sources import select_source
+from ..fsutil import atomic_write_text
+from ..logging_setup import setup_logging
+
+logger = logging.getLogger("s3tok.score_parity")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m s3tok.bin.score_parity", description=__doc__)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data_dir", help="the data dir that was tokenized (audio: wav.scp + segments)")
+    src.add_argument("--wav_scp")
+    p.add_argument("--tokens", required=True, help="s3tok's tokens: tokens.scp (Kaldi table) or tokens.txt")
+    p.add_argument("--model", required=True, help="the ONNX file (or official name) the tokens claim to be from")
+    p.add_argument("--num_utts", type=int, default=200, help="utterances to compare (deterministic sample; "
+                                                             "0 or more than the set: all)")
+    p.add_argument("--output", required=True, help="parity.json to write")
+    p.add_argument("--max_miss_rate", type=float, default=0.0001)
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    p.add_argument("--base_dir", default=None)
+    return p
+
+
+def read_tokens(path: Path) -> Dict[str, List[int]]:
+    """tokens.scp (Kaldi int32 vectors) or a text file of ``key t1 t2 ...`` lines."""
+    if path.suffix == ".scp":
+        import kaldi_native_io
+
+        return {k: list(v) for k, v in kaldi_native_io.SequentialInt32VectorReader(f"scp:{path}")}
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key, *toks = line.split()
+        out[key] = [int(t) for t in toks]
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = get_parser().parse_args(argv)
+    setup_logging()
+    from ..hub import resolve_onnx
+    from ..onnx_import import OnnxImportError, read_onnx
+    from ..parity import ParityUnavailable, format_table, ort_session, sample_keys, score, summarize
+    from ..pipeline import featurize
+
+    try:
+        ours = read_tokens(Path(args.tokens))
+        utts = {u.key: u for u in select_source(data_dir=args.data_dir, wav_scp=args.wav_scp)}
+        onnx_path, sha = resolve_onnx(args.model)
+        config = read_onnx(onnx_path).config
+        session = ort_session(onnx_path, args.threads)
+    except ParityUnavailable as e:
+        logger.error("%s", e)
+        return 2
+    except (ValueError, OSError, RuntimeError, OnnxImportError) as e:
+        logger.error("%s", e)
+        return 2
+    keys = sample_keys([k for k in utts if k in ours], args.num_utts)
+    missing = [k for k in utts if k not in ours]
+    logger.info("comparing %d of %d utterances with %s (onnxruntime, batch 1, %d thread(s)); %d have no tokens",
+                len(keys), len(utts), onnx_path, args.threads, len(missing))
+    mels = {}
+    for k in keys:
+        try:
+            mels[k] = featurize(utts[k], args.base_dir).mel
+        except Exception as e:  # noqa: BLE001 - an utterance s3tok tokenized but we cannot decode now
+            logger.warning("%s: cannot compute its log-mel (%s); left out", k, e)
+    report = summarize(score(ours, mels, session, config), missing)
+    result = {"model": str(onnx_path), "onnx_sha256": sha, "version": config.version, "tokens": args.tokens,
+              "sampled": len(keys), "max_miss_rate": args.max_miss_rate, **report.to_dict()}
+    atomic_write_text(args.output, json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    logger.info("%s\n(report in %s)", format_table(report, f"of {args.tokens} vs {onnx_path}"), args.output)
+    if report.miss_rate > args.max_miss_rate:
+        logger.error("miss rate %.4f %% is above --max_miss_rate %.4f %%: these tokens are not the official "
+                     "model's (worst: %s)", 100 * report.miss_rate, 100 * args.max_miss_rate,
+                     ", ".join(str(w["key"]) for w in report.worst[:5]))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
