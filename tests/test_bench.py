@@ -1,0 +1,25 @@
+"""The benchmark harness runs end to end on a tiny model and one clip (its numbers are not asserted)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_harness_smoke(ref, tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "bench.py"), "--model",
+                           str(ref / "models" / "speech_tokenizer_v1_25hz.onnx"), "--wav_dir", str(ref / "audio"),
+                           "--limit", "1", "--runs", "1", "--threads", "1", "--engines", "ort-1,s3tok-fp32",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    rows = {r["engine"]: r for r in result["rows"]}
+    assert set(rows) == {"ort-1", "s3tok-fp32"}
+    assert rows["s3tok-fp32"]["miss_rate"] == 0.0
+    assert all(r["rtf"] > 0 and r["peak_rss_mb"] > 0 for r in rows.values())
+    assert result["info"]["peak"]["fp32_peak"] > 0 and result["info"]["gflop_per_audio_second"] > 0
+    assert "| s3tok fp32 (tokenize batching) |" in proc.stdout

@@ -1,0 +1,261 @@
+#!/usr/bin/env python3
+"""Benchmark harness: s3tok against the official way (onnxruntime, batch 1) on the same clips, one run.
+
+Every row is end to end (decode + log-mel + model) over a wav.scp or folder, in its own process (no shared
+thread pools), best of ``--runs`` passes:
+
+  onnxruntime fp32, batch 1, 1 and ``--threads`` intra-op threads   (CosyVoice's extract_speech_token.py)
+  s3tok fp32 and bf16 with the batching policy of ``s3tok tokenize``
+  the public ``s3tokenizer`` package at batch 1 and 32, when it is importable
+
+Reports audio seconds per second (RTF), tokens/s, peak memory (max RSS of the engine's process), useful
+model GFLOP/s against this machine's fp32 matmul peak measured in the same run, and each row's miss rate
+against onnxruntime batch 1. Writes ``--json`` and prints a markdown table.
+
+  s3tok export-onnx --random-init --version speech_tokenizer_v2_25hz /tmp/v2.onnx   # official size
+  python tools/bench.py --model /tmp/v2.onnx --wav_dir ../shared/reference/audio --threads 2 --json bench.json
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+logger = logging.getLogger("bench")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--wav_scp")
+    src.add_argument("--wav_dir")
+    p.add_argument("--model", required=True, help="official-layout .onnx file")
+    p.add_argument("--threads", type=int, default=2, help="threads for every engine (onnxruntime also runs at 1)")
+    p.add_argument("--batch_size", type=int, default=16, help="s3tok tokenize --batch_size")
+    p.add_argument("--max_frames_per_batch", type=int, default=48000)
+    p.add_argument("--runs", type=int, default=3, help="timed passes per engine; the best is reported")
+    p.add_argument("--limit", type=int, default=0, help="only the first N clips (0: all)")
+    p.add_argument("--engines", default="", help="comma-separated subset of: " + ", ".join(ENGINES))
+    p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--engine", default=None, help=argparse.SUPPRESS)  # internal: run one engine
+    p.add_argument("--result", default=None, help=argparse.SUPPRESS)
+    return p
+
+
+ENGINES = ["ort-1", "ort-N", "s3tok-fp32", "s3tok-bf16", "s3tokenizer-1", "s3tokenizer-32"]
+
+
+def _entries(args):
+    from s3tok.data import read_wav_scp, scan_audio_dir
+
+    entries = read_wav_scp(args.wav_scp) if args.wav_scp else scan_audio_dir(args.wav_dir)
+    return entries[: args.limit] if args.limit else entries
+
+
+def _ort_engine(args, threads):
+    from s3tok.parity import onnx_tokens, ort_session
+    from s3tok.pipeline import featurize
+    from s3tok.onnx_import import read_onnx
+
+    config = read_onnx(args.model).config
+    sess = ort_session(args.model, threads)
+
+    def run(entries):
+        return {e.key: onnx_tokens(sess, featurize(e).mel, config) for e in entries}
+    return run
+
+
+def _s3tok_engine(args, dtype):
+    import s3tok
+    from s3tok.pipeline import run_tokenize
+
+    model = s3tok.load_model(args.model, dtype=dtype)
+
+    def run(entries):
+        got: Dict[str, List[int]] = {}
+        run_tokenize(model, entries, lambda k, t: got.__setitem__(k, t), lambda k, r: None,
+                     batch_size=args.batch_size, max_frames_per_batch=args.max_frames_per_batch, progress=False)
+        return got
+    return run
+
+
+def _s3tokenizer_engine(args, batch):
+    """The public package, loaded through its own converter from the same ONNX file."""
+    import s3tokenizer  # noqa: F401 - optional; ImportError means the row is skipped
+    from s3tok.pipeline import featurize
+
+    model = s3tokenizer.load_model(args.model)
+
+    def run(entries):
+        out = {}
+        for i in range(0, len(entries), batch):
+            chunk = entries[i:i + batch]
+            mels = [featurize(e).mel for e in chunk]
+            x, lens = s3tokenizer.padding(mels)
+            codes, clens = model.quantize(x, lens)
+            for j, e in enumerate(chunk):
+                out[e.key] = codes[j, :clens[j]].tolist()
+        return out
+    return run
+
+
+def run_engine(args) -> Dict[str, object]:
+    """One engine in this process: warm-up, ``--runs`` timed passes, tokens and peak memory."""
+    torch.set_num_threads(args.threads)
+    entries = _entries(args)
+    name = args.engine
+    if name in ("ort-1", "ort-N"):
+        run = _ort_engine(args, 1 if name == "ort-1" else args.threads)
+    elif name.startswith("s3tok-"):
+        run = _s3tok_engine(args, torch.bfloat16 if name.endswith("bf16") else torch.float32)
+    else:
+        run = _s3tokenizer_engine(args, int(name.split("-")[1]))
+    run(entries[:1])  # warm-up on one clip
+    walls, tokens = [], {}
+    for _ in range(args.runs):
+        t0 = time.perf_counter()
+        tokens = run(entries)
+        walls.append(time.perf_counter() - t0)
+    return {"wall": min(walls), "walls": walls, "tokens": tokens,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def measure_peak(threads: int) -> Dict[str, float]:
+    """This machine's fp32 (and bf16) matmul peak in GFLOP/s with ``threads`` threads: the best of torch's
+    GEMM, oneDNN's linear and onnxruntime's MatMul on a large square-ish product."""
+    torch.set_num_threads(threads)
+    m, k, n = 2048, 1280, 5120
+    flops = 2.0 * m * k * n
+
+    def best(fn, reps=5):
+        fn()
+        t = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - t0)
+        return flops / min(t) / 1e9
+
+    a, w = torch.randn(m, k), torch.randn(n, k)
+    out = {"torch_fp32": best(lambda: a @ w.T)}
+    try:
+        out["onednn_fp32"] = best(lambda: torch.ops.mkldnn._linear_pointwise(a, w, None, "none", [], ""))
+    except (AttributeError, RuntimeError):
+        pass
+    try:
+        import numpy as np
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+
+        g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "mm",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])],
+                              [numpy_helper.from_array(w.T.contiguous().numpy(), "w")])
+        proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+        proto.ir_version = 8
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        sess = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        x = a.numpy()
+        out["onnxruntime_fp32"] = best(lambda: sess.run(None, {"x": x}))
+        del np, onnx
+    except ImportError:
+        pass
+    ab, wb = a.bfloat16(), w.bfloat16()
+    out["torch_bf16"] = best(lambda: ab @ wb.T)
+    out["fp32_peak"] = max(v for key, v in out.items() if key.endswith("fp32"))
+    return out
+
+
+def miss_rate(got: Dict[str, List[int]], ref: Dict[str, List[int]]) -> float:
+    from s3tok.parity import compare
+
+    total = sum(len(v) for v in ref.values())
+    bad = sum(compare(got.get(k, []), v, k, False).mismatches for k, v in ref.items())
+    return bad / max(1, total)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.engine:
+        result = run_engine(args)
+        with open(args.result, "w") as f:
+            json.dump(result, f)
+        return 0
+    from s3tok.audio import mel_frames
+    from s3tok.model.flops import utterance_flops
+    from s3tok.onnx_import import read_onnx
+    from s3tok.pipeline import load_waveform
+    from s3tok.data.sources import Utterance
+
+    config = read_onnx(args.model).config
+    entries = _entries(args)
+    frames = {e.key: mel_frames(load_waveform(Utterance(e.key, recording=e)).numel()) for e in entries}
+    seconds = sum(frames.values()) / 100.0
+    model_flops = sum(utterance_flops(config, f) for f in frames.values())
+    peak = measure_peak(args.threads)
+    wanted = [e for e in (args.engines.split(",") if args.engines else ENGINES) if e]
+    results: Dict[str, Dict[str, object]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in wanted:
+            if name.startswith("s3tokenizer") and subprocess.run(
+                    [sys.executable, "-c", "import s3tokenizer"], capture_output=True).returncode != 0:
+                logger.info("%s: the s3tokenizer package is not importable here; row skipped", name)
+                continue
+            out = os.path.join(tmp, f"{name}.json")
+            cmd = [sys.executable, os.path.abspath(__file__), *(argv if argv is not None else sys.argv[1:]),
+                   "--engine", name, "--result", out]
+            proc = subprocess.run(cmd)
+            if proc.returncode != 0:
+                logger.error("%s failed (exit %d); row skipped", name, proc.returncode)
+                continue
+            with open(out) as f:
+                results[name] = json.load(f)
+    ref = results.get("ort-1", {}).get("tokens")
+    rows = []
+    for name, r in results.items():
+        wall = float(r["wall"])
+        ntok = sum(len(v) for v in r["tokens"].values())
+        gflops = model_flops / wall / 1e9
+        rows.append({"engine": name, "wall_s": wall, "rtf": seconds / wall, "tokens_per_s": ntok / wall,
+                     "peak_rss_mb": r["peak_rss_mb"], "gflops": gflops, "pct_of_peak": 100 * gflops / peak["fp32_peak"],
+                     "miss_rate": miss_rate(r["tokens"], ref) if ref else None})
+    info = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()} {os.cpu_count()} CPUs "
+            f"({platform.processor() or platform.platform()})", "threads": args.threads, "model": args.model,
+            "version": config.version, "width": config.width, "depth": config.depth, "clips": len(entries),
+            "audio_seconds": seconds, "gflop_per_audio_second": model_flops / seconds / 1e9, "peak": peak,
+            "command": " ".join(["python tools/bench.py", *(argv if argv is not None else sys.argv[1:])])}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"info": info, "rows": rows}, f, indent=1)
+    labels = {"ort-1": "onnxruntime fp32 batch 1, 1 thread", "ort-N": f"onnxruntime fp32 batch 1, {args.threads} threads",
+              "s3tok-fp32": "s3tok fp32 (tokenize batching)", "s3tok-bf16": "s3tok bf16 (tokenize batching)",
+              "s3tokenizer-1": "s3tokenizer 0.x batch 1", "s3tokenizer-32": "s3tokenizer 0.x batch 32"}
+    lines = [f"{config.version} (width {config.width}, {config.depth} blocks), {len(entries)} clips = {seconds:.1f} s, "
+             f"{info['gflop_per_audio_second']:.2f} GFLOP per audio second; {args.threads} threads; "
+             f"fp32 matmul peak {peak['fp32_peak']:.0f} GFLOP/s (bf16 {peak['torch_bf16']:.0f})",
+             "", "| engine | audio s/s | tokens/s | GFLOP/s | % of fp32 peak | peak RSS MB | miss rate vs ORT bs1 |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        miss = "reference" if r["engine"] == "ort-1" else ("-" if r["miss_rate"] is None else f"{100 * r['miss_rate']:.3f} %")
+        lines.append(f"| {labels.get(r['engine'], r['engine'])} | {r['rtf']:.1f} | {r['tokens_per_s']:.0f} | "
+                     f"{r['gflops']:.0f} | {r['pct_of_peak']:.0f} % | {r['peak_rss_mb']:.0f} | {miss} |")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
