@@ -27,7 +27,8 @@ setup(
         "safetensors",
     ],
     extras_require={
-        "test": ["pytest", "onnxruntime"],
+        # kaldiio only in tests, to prove its users can read our ark/scp (its licence is evaluation-only)
+        "test": ["pytest", "onnxruntime", "kaldiio"],
         "parity": ["onnxruntime"],
     },
     entry_points={"console_scripts": ["s3tok=s3tok.cli:main"]},

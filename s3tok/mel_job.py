@@ -16,7 +16,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 from tqdm import tqdm
 
 from .data.sources import Utterance
-from .data.tables import write_table
+from .data.ark import write_float_matrices
 from .fsutil import atomic_write_lines
 from .journal import clear_done, is_done, mark_done, read_done
 from .merge import MergeError, check_coverage, read_pairs
@@ -61,7 +61,7 @@ def run_mel_job(utts: Sequence[Utterance], output_dir: PathLike, job: Optional[i
                 frames.append((u.key, mel.shape[-1]))
                 yield u.key, mel.T.contiguous().numpy()
 
-    stored = write_table("float_matrix", _name(out, "feats", job, ".ark"), _name(out, "feats", job, ".scp"), rows())
+    stored = write_float_matrices((_name(out, "feats", job, ".ark"), _name(out, "feats", job, ".scp")), rows())
     atomic_write_lines(_name(out, "utt2num_frames", job), [f"{k} {n}" for k, n in frames])
     atomic_write_lines(_name(out, "utt2fail", job), [f"{u.key} {failures[u.key]}" for u in utts if u.key in failures])
     mark_done(out, STAGE, job, {"inputs": inputs, "stored": stored, "failed": len(failures)})

@@ -7,11 +7,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from .audio import load_audio, log_mel_spectrogram, padding
 from .data import WavEntry, open_wav_entry
+from .data.ark import read_float_matrix
 from .data.sources import Utterance
 from .model import S3Tokenizer
 from .model.packing import pack_by_length
@@ -85,15 +87,10 @@ def featurize(utt: Union[Utterance, WavEntry], base_dir=None, device: Optional[t
 
 def read_mel(rxfilename: str) -> torch.Tensor:
     """A stored log-mel (Kaldi matrix, frames x bins) as ``[bins, frames]`` float32."""
-    import kaldi_native_io
-
-    try:
-        m = kaldi_native_io.FloatMatrix.read(rxfilename).numpy()
-    except Exception as e:  # noqa: BLE001 - kaldi-native-io raises RuntimeError with Kaldi's message
-        raise ValueError(f"cannot read log-mel {rxfilename}: {str(e).strip().splitlines()[0] if str(e) else e}")
+    m = read_float_matrix(rxfilename)
     if m.ndim != 2 or m.shape[0] == 0:
         raise ValueError(f"log-mel {rxfilename} has shape {m.shape}, expected [frames, bins] with frames > 0")
-    return torch.from_numpy(m.T.copy())
+    return torch.from_numpy(np.ascontiguousarray(m.T))
 
 
 def make_batches(items: Sequence[Features], batch_size: int, max_frames_per_batch: int) -> List[List[Features]]:

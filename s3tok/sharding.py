@@ -5,46 +5,21 @@ in exactly one shard; no padding sampler, no repeats.
 """
 from __future__ import annotations
 
-import bisect
-import itertools
 import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from .data.sources import Utterance
-
-
-def balanced_bounds(weights: Sequence[float], num_pieces: int) -> List[int]:
-    """Bounds ``[0, b1, ..., len]`` of ``min(num_pieces, len)`` non-empty contiguous pieces whose weight
-    sums are as even as a contiguous cut allows."""
-    n = len(weights)
-    k = max(1, min(num_pieces, n)) if n else 1
-    if n == 0:
-        return [0, 0]
-    cum = list(itertools.accumulate(max(0.0, float(w)) for w in weights))
-    total = cum[-1] or float(n)
-    if cum[-1] == 0:
-        cum = [float(i + 1) for i in range(n)]
-    bounds = [0]
-    for piece in range(1, k):
-        target = total * piece / k
-        cut = bisect.bisect_left(cum, target) + 1  # first prefix reaching the target
-        if cut > 1 and abs(cum[cut - 2] - target) <= abs(cum[cut - 1] - target):
-            cut -= 1  # the shorter prefix is closer to the target
-        cut = max(bounds[-1] + 1, min(cut, n - (k - piece)))
-        bounds.append(cut)
-    bounds.append(n)
-    return bounds
+from .data.split import split_by_weight
 
 
 def shard_by_weight(items: Sequence, weights: Sequence[float], num_jobs: int, job: int) -> List:
-    """Job ``job`` (1-based) of ``num_jobs``; jobs beyond the number of items get an empty shard."""
+    """Job ``job`` (1-based) of ``num_jobs`` duration-balanced contiguous pieces; jobs beyond the number
+    of items get an empty shard."""
     if num_jobs < 1 or not 1 <= job <= num_jobs:
         raise ValueError(f"job {job} is not in 1..{num_jobs}")
-    bounds = balanced_bounds(weights, num_jobs)
-    if job >= len(bounds):
-        return []
-    return list(items[bounds[job - 1]:bounds[job]])
+    pieces = split_by_weight(list(items), list(weights), num_jobs)
+    return pieces[job - 1] if job <= len(pieces) else []
 
 
 def _read_num_frames(path: Path) -> Dict[str, float]:

@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch
 
 from .data.sources import Utterance
-from .data.tables import write_table
+from .data.ark import write_int32_vectors
 from .fsutil import atomic_write_lines, atomic_write_text
 from .journal import LineJournal, clear_done, is_done, mark_done, read_done
 from .model import S3Tokenizer
@@ -151,8 +151,7 @@ def run_job(model: S3Tokenizer, utts: Sequence[Utterance], files: JobFiles, *, d
     stats.done += len(kept)
     token_rows = [(u.key, journal.entries[u.key]) for u in utts if u.key in journal.entries]
     atomic_write_lines(files.tokens_txt, [f"{k} {v}" if v else k for k, v in token_rows])
-    write_table("int32_vector", files.tokens_ark, files.tokens_scp,
-                [(k, [int(t) for t in v.split()]) for k, v in token_rows])
+    write_int32_vectors((files.tokens_ark, files.tokens_scp), [(k, [int(t) for t in v.split()]) for k, v in token_rows])
     atomic_write_lines(files.utt2fail, [f"{u.key} {failures[u.key]}" for u in utts if u.key in failures])
     journal.remove()
     mark_done(out, STAGE, files.job, {"utterances": len(utts), "tokenized": len(token_rows),

@@ -1,4 +1,4 @@
-"""``egs/mini/run.sh`` end to end on the reference clips, and the shell option parser it uses."""
+"""``egs/mini/run.sh`` stage by stage on CPU, against ``s3tok tokenize`` on the same audio; a forced failure."""
 from __future__ import annotations
 
 import shutil
@@ -6,47 +6,97 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
-from conftest import load_expected
-from s3tok.data import read_wav_scp, scan_audio_dir
+from s3tok.data import scan_audio_dir
 
 ROOT = Path(__file__).resolve().parents[1]
+MODEL = "speech_tokenizer_v2_25hz"
 
 
 def copy_recipe(tmp_path: Path) -> Path:
-    """A copy of the tree's recipe parts, so the run writes nothing into the checkout."""
-    for part in ("egs/mini", "utils"):
+    """The recipe parts of the tree in a temporary copy, so a run writes nothing into the checkout."""
+    for part in ("egs/mini/corpus", "utils"):
         shutil.copytree(ROOT / part, tmp_path / part)
-    shutil.copy(ROOT / "path.sh", tmp_path / "path.sh")
+    for part in ("egs/mini/run.sh", "egs/mini/cmd.sh", "egs/aishell/run.sh", "egs/aishell/cmd.sh", "path.sh"):
+        (tmp_path / part).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / part, tmp_path / part)
     return tmp_path / "egs" / "mini"
 
 
-def test_mini_recipe_stages(ref, tmp_path):
+def run(recipe: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["./run.sh", *args], cwd=recipe, capture_output=True, text=True)
+
+
+def read_table(scp: Path, cwd: Path):
+    import kaldi_native_io
+
+    lines = [line.split(" ", 1) for line in scp.read_text().splitlines()]
+    return {k: list(kaldi_native_io.read_int32_vector(str(cwd / v) if not v.startswith("/") else v))
+            for k, v in lines}
+
+
+def test_mini_recipe_stage_by_stage(ref, tmp_path):
     recipe = copy_recipe(tmp_path)
-    model = ref / "models" / "speech_tokenizer_v1.onnx"
-    cmd = ["bash", "run.sh", "--audio_dir", str(ref / "audio"), "--model", str(model), "--batch_size", "4"]
-    out = subprocess.run(cmd, cwd=recipe, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "Stage 0:" in out.stdout and "Stage 1:" in out.stdout
-    entries = read_wav_scp(recipe / "data" / "mini" / "wav.scp")
-    assert [e.key for e in entries] == sorted(e.key for e in entries) and len(entries) == 17
-    expected, ties = load_expected(ref, "speech_tokenizer_v1")
-    got = {}
-    for line in (recipe / "exp" / "speech_tokenizer_v1" / "tokens.txt").read_text().splitlines():
-        key, *toks = line.split()
-        got[key] = [int(t) for t in toks]
-    assert set(got) == set(expected)
-    for key in expected:
-        assert len(got[key]) == len(expected[key])
-        assert {i for i, (a, b) in enumerate(zip(got[key], expected[key])) if a != b} <= ties.get(key, set())
-    # only stage 1 again: same output, stage 0 not run
-    again = subprocess.run(cmd + ["--stage", "1"], cwd=recipe, capture_output=True, text=True)
-    assert again.returncode == 0 and "Stage 0:" not in again.stdout
+    model = str(ref / "models" / f"{MODEL}.onnx")
+    for stage in range(0, 5):
+        out = run(recipe, "--stage", str(stage), "--stop_stage", str(stage), "--model", model)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        assert f"Stage {stage}:" in out.stdout
+    reference = tmp_path / "ref"
+    subprocess.run(["s3tok", "tokenize", "--wav_dir", str(recipe / "corpus"), "--model", model, "--output_dir",
+                    str(reference), "--no_progress"], check=True, capture_output=True)
+    expected = {line.split()[0].rsplit("/", 1)[-1]: [int(t) for t in line.split()[1:]]
+                for line in (reference / "tokens.txt").read_text().splitlines()}
+    seen = {}
+    for name, n in (("train", 4), ("dev", 2), ("test", 3)):
+        d = recipe / "data" / name
+        tokens = read_table(d / "tokens.scp", recipe)
+        assert len(tokens) == n and list(tokens) == sorted(tokens)
+        seen.update(tokens)
+        assert (d / "utt2fail").read_text() == ""
+        pt = torch.load(d / "utt2speech_token.pt")
+        assert pt == tokens
+        nums = dict(line.split() for line in (d / "utt2num_tokens").read_text().splitlines())
+        assert {k: int(v) for k, v in nums.items()} == {k: len(v) for k, v in tokens.items()}
+        assert '"model": "speech_tokenizer_v2_25hz"' in (d / "tokenizer.json").read_text()
+    assert seen == expected  # the recipe (via stored log-mels, 2 jobs per set) equals s3tok tokenize
+
+
+def test_recipe_reruns_are_idempotent_and_skip_done_jobs(ref, tmp_path):
+    recipe = copy_recipe(tmp_path)
+    model = str(ref / "models" / f"{MODEL}.onnx")
+    first = run(recipe, "--model", model, "--sets", "dev")
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = (recipe / "data" / "dev" / "tokens.scp").read_bytes()
+    again = run(recipe, "--model", model, "--sets", "dev", "--stage", "1")
+    assert again.returncode == 0
+    assert (recipe / "data" / "dev" / "tokens.scp").read_bytes() == before
+    log = (recipe / "exp" / MODEL / "dev" / "log" / "tokenize.1.log").read_text()
+    assert "already done" in log
+
+
+def test_bad_audio_is_recorded_and_the_ratio_enforced(ref, tmp_path):
+    recipe = copy_recipe(tmp_path)
+    bad = recipe / "corpus" / "data_aishell" / "wav" / "test" / "S9004" / "BAC009S9004W0099.wav"
+    bad.write_bytes(b"RIFF but not really a wav file")
+    with open(recipe / "corpus" / "data_aishell" / "transcript" / "aishell_transcript_v0.8.txt", "a") as f:
+        f.write("BAC009S9004W0099 坏 文件\n")
+    model = str(ref / "models" / f"{MODEL}.onnx")
+    out = run(recipe, "--model", model, "--sets", "test")
+    assert out.returncode != 0  # 1 of 4 failed: above the 5 % default
+    assert "1 / 4 failed" in out.stderr
+    fail = (recipe / "data" / "test" / "mel_fail").read_text()
+    assert fail.startswith("BAC009S9004W0099 ") and "cannot decode audio" in fail
+    ok = run(recipe, "--model", model, "--sets", "test", "--stage", "3", "--max_fail_ratio", "0.5")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert (recipe / "data" / "test" / "utt2fail").read_text().startswith("BAC009S9004W0099 ")
+    assert len((recipe / "data" / "test" / "tokens.scp").read_text().splitlines()) == 3
 
 
 def test_recipe_rejects_unknown_option(tmp_path):
     recipe = copy_recipe(tmp_path)
-    out = subprocess.run(["bash", "run.sh", "--no_such_thing", "1"], cwd=recipe, capture_output=True, text=True)
+    out = run(recipe, "--no_such_thing", "1")
     assert out.returncode == 1 and "unknown option --no_such_thing" in out.stderr
 
 
@@ -54,9 +104,9 @@ def test_parse_options(tmp_path):
     script = tmp_path / "s.sh"
     script.write_text(f"stage=0\nstop_stage=9\nname=x\n. {ROOT}/utils/parse_options.sh\n"
                       'echo "$stage|$stop_stage|$name|$*"\n')
-    run = lambda *a: subprocess.run(["bash", str(script), *a], capture_output=True, text=True)  # noqa: E731
-    assert run("--stage", "2", "--stop-stage=3", "--name", "a b", "pos").stdout == "2|3|a b|pos\n"
-    bad = run("--stage")
+    run_ = lambda *a: subprocess.run(["bash", str(script), *a], capture_output=True, text=True)  # noqa: E731
+    assert run_("--stage", "2", "--stop-stage=3", "--name", "a b", "pos").stdout == "2|3|a b|pos\n"
+    bad = run_("--stage")
     assert bad.returncode == 1 and "--stage needs a value" in bad.stderr
 
 

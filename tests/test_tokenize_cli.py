@@ -125,3 +125,29 @@ def test_console_script_entry():
     assert out.returncode == 0 and out.stdout.startswith("s3tok ")
     out = subprocess.run([sys.executable, "-m", "s3tok.cli", "models"], capture_output=True, text=True)
     assert out.returncode == 0 and "speech_tokenizer_v3_25hz" in out.stdout
+
+
+def test_data_dir_with_segments(ref, tmp_path):
+    """Utterances cut from a recording by ``segments`` get the tokens of the cut audio."""
+    import torch
+
+    import s3tok
+
+    d = tmp_path / "data"
+    d.mkdir()
+    rec = ref / "audio" / "long_35s.wav"
+    (d / "wav.scp").write_text(f"rec1 {rec}\nrec2 cat {ref / 'audio' / 'en_paragraph.wav'} |\n")
+    (d / "segments").write_text("rec1-a rec1 0.00 3.25\nrec1-b rec1 10.5 21.0\nrec2-a rec2 1.0 -1\n")
+    out = tmp_path / "out"
+    model_path = ref / "models" / f"{MODEL}.onnx"
+    assert tokenize_bin.main(["--data_dir", str(d), "--model", str(model_path), "--output_dir", str(out),
+                              "--no_progress"]) == 0
+    got = read_tokens(out / "tokens.txt")
+    model = s3tok.load_model(model_path)
+    full = {"rec1": s3tok.load_audio(str(rec)), "rec2": s3tok.load_audio(str(ref / "audio" / "en_paragraph.wav"))}
+    for utt, reco, start, end in (("rec1-a", "rec1", 0.0, 3.25), ("rec1-b", "rec1", 10.5, 21.0),
+                                  ("rec2-a", "rec2", 1.0, None)):
+        wav = full[reco][round(start * 16000): None if end is None else round(end * 16000)]
+        mel = s3tok.log_mel_spectrogram(wav)
+        codes, lens = model.quantize(mel[None], torch.tensor([mel.shape[1]]))
+        assert got[utt] == codes[0, :lens[0]].tolist(), utt

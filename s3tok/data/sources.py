@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
+from .kaldi_dir import iter_utterances
 from .wav_scp import WavEntry, read_wav_scp, scan_audio_dir
 
 PathLike = Union[str, os.PathLike]
@@ -60,32 +61,10 @@ def from_feats_scp(path: PathLike) -> List[Utterance]:
 
 def from_data_dir(data_dir: PathLike) -> List[Utterance]:
     """A Kaldi data dir: ``segments`` (utterances cut from ``wav.scp`` recordings) when present, else
-    ``wav.scp`` itself; in ``segments`` order (sorted)."""
-    d = Path(data_dir)
-    wav_scp = d / "wav.scp"
-    if not wav_scp.is_file():
-        raise ValueError(f"{d}: no wav.scp")
-    if not (d / "segments").is_file():
-        return from_wav_scp(wav_scp)
-    recordings = {e.key: e for e in read_wav_scp(wav_scp)}
-    out = []
-    with open(d / "segments", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 4:
-                raise ValueError(f"{d / 'segments'}:{lineno}: expected 'utt recording start end', got {line!r}")
-            utt, reco, start, end = parts
-            if reco not in recordings:
-                raise ValueError(f"{d / 'segments'}:{lineno}: recording {reco!r} is not in {wav_scp}")
-            try:
-                s, e = float(start), float(end)
-            except ValueError:
-                raise ValueError(f"{d / 'segments'}:{lineno}: start/end must be seconds, got {line!r}") from None
-            out.append(Utterance(utt, recording=recordings[reco], segment=True, start=s,
-                                 end=None if e < 0 else e))
-    return out
+    ``wav.scp`` itself, in file order; malformed lines are errors naming the file and line."""
+    segmented = (Path(data_dir) / "segments").is_file()
+    return [Utterance(u.key, recording=u.recording, segment=segmented, start=u.start, end=u.end)
+            for u in iter_utterances(data_dir)]
 
 
 def select_source(*, data_dir: Optional[PathLike] = None, wav_scp: Optional[PathLike] = None,

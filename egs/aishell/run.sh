@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# AISHELL-1 -> CosyVoice S3 speech tokens.   ./run.sh [--stage -1] [--stop_stage 3] [--model NAME|PATH|demo] ...
+#   -1 download AISHELL-1 into $corpus_dir     0 Kaldi data dirs data/{train,dev,test}
+#    1 log-mels (exp/mel/<set>, data/<set>/feats.scp)   2 tokenize (exp/<tag>/<set>, $nj jobs)
+#    3 merge into data/<set>: tokens.scp, utt2num_tokens, utt2fail, tokenizer.json, utt2speech_token.pt
+#    4 parity: onnxruntime at batch 1 (CosyVoice's way) on $parity_utts utterances per set vs tokens.scp
+# Runs in the current directory (egs/mini/run.sh calls it on its tiny corpus).
+set -euo pipefail
+recipe=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$recipe/../.." && pwd)
+. "$root/path.sh"
+
+stage=-1
+stop_stage=4
+corpus_dir=corpus                    # holds data_aishell/; stage -1 downloads it here
+sets="train dev test"
+model=speech_tokenizer_v2_25hz       # official name (downloaded), .onnx path, or demo (random weights, offline)
+nj=4                                 # jobs per set
+device=cpu                           # cpu or cuda (one GPU per job)
+dtype=float32
+batch_size=16
+use_mel=true                         # stage 1 stores log-mels for stage 2; false: stage 2 decodes audio itself
+max_fail_ratio=0.05
+parity_utts=200                      # stage 4 sample size per set (0: all)
+max_miss_rate=0.0001
+. "$root/utils/parse_options.sh"
+if [ -f ./cmd.sh ]; then . ./cmd.sh; else . "$recipe/cmd.sh"; fi   # the calling recipe's own, if any
+
+log() { echo "$(date '+%Y-%m-%d %H:%M:%S') (${0##*/}:${BASH_LINENO[0]}) $*"; }
+gpu_opt=""; [ "${device%%:*}" = cuda ] && gpu_opt="--gpu 1"
+threads=$(( $(nproc) / nj )); [ "$threads" -ge 1 ] || threads=1   # jobs share the cores, no oversubscription
+tag=$(basename "${model%.onnx}")
+
+if [ "$stage" -le -1 ] && [ "$stop_stage" -ge -1 ]; then
+  log "Stage -1: download AISHELL-1 into $corpus_dir"
+  python -m s3tok.bin.download_aishell --target_dir "$corpus_dir"
+fi
+
+if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
+  log "Stage 0: data dirs data/{${sets// /,}} from $corpus_dir"
+  python -m s3tok.bin.prepare_aishell --corpus_dir "$corpus_dir" --data_dir data --sets "${sets// /,}"
+  for set in $sets; do "$root/utils/validate_data_dir.sh" --no-feats "data/$set"; done
+fi
+
+if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ] && [ "$use_mel" = true ]; then
+  for set in $sets; do
+    log "Stage 1: log-mels of data/$set ($nj jobs, logs in exp/mel/$set/log)"
+    $cmd --num-threads "$threads" JOB=1:"$nj" "exp/mel/$set/log/mel.JOB.log" \
+      python -m s3tok.bin.compute_mel --data_dir "data/$set" --output_dir "exp/mel/$set" \
+        --num_jobs "$nj" --job JOB --no_progress
+    python -m s3tok.bin.merge_mel --data_dir "data/$set" --output_dir "exp/mel/$set" --num_jobs "$nj"
+  done
+fi
+
+if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
+  model_path=$(python -m s3tok.bin.resolve_model --model "$model" --demo_dir exp/models)
+  for set in $sets; do
+    input="--data_dir data/$set"; [ "$use_mel" = true ] && input="--feats_scp data/$set/feats.scp"
+    log "Stage 2: tokens of data/$set with $model ($nj jobs, logs in exp/$tag/$set/log)"
+    $cmd $gpu_opt --num-threads "$threads" JOB=1:"$nj" "exp/$tag/$set/log/tokenize.JOB.log" \
+      python -m s3tok.bin.tokenize $input --model "$model_path" --output_dir "exp/$tag/$set" \
+        --num_jobs "$nj" --job JOB --device "$device" --dtype "$dtype" --batch_size "$batch_size" \
+        --max_fail_ratio 1 --no_progress
+  done
+fi
+
+if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
+  for set in $sets; do
+    log "Stage 3: merge exp/$tag/$set into data/$set"
+    prior=""; [ "$use_mel" = true ] && prior="--prior_fail data/$set/mel_fail"
+    python -m s3tok.bin.merge_tokens --data_dir "data/$set" --output_dir "exp/$tag/$set" --num_jobs "$nj" \
+      --dest "data/$set" --utt2speech_token "data/$set/utt2speech_token.pt" $prior \
+      --max_fail_ratio "$max_fail_ratio"
+  done
+fi
+
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+  model_path=$(python -m s3tok.bin.resolve_model --model "$model" --demo_dir exp/models)
+  for set in $sets; do
+    log "Stage 4: parity of data/$set/tokens.scp with onnxruntime ($parity_utts utterances)"
+    python -m s3tok.bin.score_parity --data_dir "data/$set" --tokens "data/$set/tokens.scp" --model "$model_path" \
+      --num_utts "$parity_utts" --max_miss_rate "$max_miss_rate" --output "exp/$tag/$set/parity.json"
+  done
+fi

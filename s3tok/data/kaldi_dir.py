@@ -1,0 +1,642 @@
+"""Kaldi data directories: the per-utterance ``key rest-of-line`` files, validation and fixing.
+
+Files: ``wav.scp`` (recording -> path or ``cmd |``), optional ``segments`` (``utt reco start end``,
+seconds, ``end`` -1 = end of file), ``text``, ``utt2spk``, ``spk2utt``, ``utt2dur`` and a few more.
+Keys are split from the value at the first space or tab, as Kaldi does (never at other Unicode
+spaces, which transcripts may hold). All files are sorted by key in ``LC_ALL=C`` (byte) order.
+
+* :func:`validate_data_dir` lists problems, each naming the file and line;
+* :func:`fix_data_dir` keeps the utterances present in every per-utterance file, sorts everything,
+  regenerates ``spk2utt``, backs up each changed file to ``.backup/`` and writes atomically;
+* :func:`iter_utterances` gives ``(key, recording, start, end)`` for the tokenizer.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple, Union
+
+from .wav_scp import WavEntry, read_wav_scp
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+#: Per-utterance files besides ``segments``/``wav.scp`` that :func:`fix_data_dir` filters and intersects.
+UTT_FILES = ("text", "utt2spk", "utt2dur", "utt2num_frames", "utt2lang", "utt2uniq", "feats.scp",
+             "tokens.scp", "utt2num_tokens")
+#: Per-speaker files filtered to the speakers left (``spk2utt`` itself is regenerated).
+SPK_FILES = ("spk2gender", "cmvn.scp")
+#: Per-recording files filtered to the recordings left.
+RECO_FILES = ("reco2dur", "reco2file_and_channel")
+#: At most this many problems of one kind are listed per file, then a count of the rest.
+MAX_PROBLEMS_PER_KIND = 20
+
+_SPLIT = re.compile(r"[ \t]+")
+
+
+def sort_key(key: str) -> bytes:
+    """``LC_ALL=C`` order: the key's UTF-8 bytes (undecodable bytes kept through ``surrogateescape``)."""
+    return key.encode("utf-8", "surrogateescape")
+
+
+class Segment(NamedTuple):
+    """One ``segments`` line: ``[start, end)`` seconds of ``recording``; ``end`` None = to the end."""
+
+    recording: str
+    start: float
+    end: Optional[float]
+
+
+class DataDirUtterance(NamedTuple):
+    """What the tokenizer reads for one utterance: a whole recording (``start`` 0, ``end`` None) or a
+    ``[start, end)`` seconds segment of it. (A light view; :class:`s3tok.data.sources.Utterance` is the
+    tokenize stage's richer record.)"""
+
+    key: str
+    recording: WavEntry
+    start: float
+    end: Optional[float]
+
+
+@dataclass(frozen=True)
+class Line:
+    """One non-empty line: its 1-based number, key and value (the rest of the line, ends trimmed)."""
+
+    lineno: int
+    key: str
+    value: str
+
+
+# ----------------------------------------------------------------------------------------------- parsing
+
+def split_line(line: str) -> Tuple[str, str]:
+    """``key value`` at the first run of spaces/tabs; trailing spaces, tabs and CR are dropped."""
+    line = line.rstrip(" \t\r\n").lstrip(" \t")
+    parts = _SPLIT.split(line, maxsplit=1)
+    return parts[0], (parts[1] if len(parts) > 1 else "")
+
+
+def _raw_lines(path: PathLike) -> Iterator[Tuple[int, bytes]]:
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            yield lineno, raw.rstrip(b"\n")
+
+
+def read_lines(path: PathLike, *, allow_empty_value: bool = False) -> List[Line]:
+    """All lines of a ``key value`` file in file order. Raises ``ValueError`` naming the file and line for
+    an empty line, a line without a value (unless ``allow_empty_value``), invalid UTF-8 or a duplicate key."""
+    out: List[Line] = []
+    seen: Dict[str, int] = {}
+    for lineno, raw in _raw_lines(path):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}:{lineno}: not valid UTF-8") from None
+        if not text.strip(" \t\r"):
+            raise ValueError(f"{path}:{lineno}: empty line")
+        key, value = split_line(text)
+        if not value and not allow_empty_value:
+            raise ValueError(f"{path}:{lineno}: expected 'key value', got {text!r}")
+        if key in seen:
+            raise ValueError(f"{path}:{lineno}: duplicate key {key!r} (first at line {seen[key]})")
+        seen[key] = lineno
+        out.append(Line(lineno, key, value))
+    return out
+
+
+def read_kv(path: PathLike, *, allow_empty_value: bool = False) -> Dict[str, str]:
+    """``{key: rest of line}`` in file order (strict: see :func:`read_lines`)."""
+    return {ln.key: ln.value for ln in read_lines(path, allow_empty_value=allow_empty_value)}
+
+
+def read_text(path: PathLike) -> Dict[str, str]:
+    """``text``: ``{utt: transcript}``; an utterance with an empty transcript is allowed."""
+    return read_kv(path, allow_empty_value=True)
+
+
+def _one_field(path: PathLike, ln: Line, what: str) -> str:
+    if not ln.value or _SPLIT.search(ln.value):
+        raise ValueError(f"{path}:{ln.lineno}: expected 'key {what}', got {ln.key} {ln.value!r}")
+    return ln.value
+
+
+def read_utt2spk(path: PathLike) -> Dict[str, str]:
+    """``utt2spk``: ``{utt: speaker}``."""
+    return {ln.key: _one_field(path, ln, "speaker") for ln in read_lines(path)}
+
+
+def read_spk2utt(path: PathLike) -> Dict[str, List[str]]:
+    """``spk2utt``: ``{speaker: [utt, ...]}`` in line order."""
+    return {ln.key: _SPLIT.split(ln.value) for ln in read_lines(path)}
+
+
+def _parse_float(path: PathLike, lineno: int, text: str, what: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise ValueError(f"{path}:{lineno}: {what} must be a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{path}:{lineno}: {what} must be finite, got {text!r}")
+    return v
+
+
+def read_utt2dur(path: PathLike) -> Dict[str, float]:
+    """``utt2dur`` (or ``reco2dur``): ``{key: seconds}``, seconds >= 0."""
+    out = {}
+    for ln in read_lines(path):
+        v = _parse_float(path, ln.lineno, _one_field(path, ln, "seconds"), "duration")
+        if v < 0:
+            raise ValueError(f"{path}:{ln.lineno}: negative duration {v}")
+        out[ln.key] = v
+    return out
+
+
+def _segment(ln: Line) -> Tuple[Optional[Segment], Optional[str]]:
+    """A ``segments`` line parsed, or the reason it is malformed."""
+    fields = _SPLIT.split(ln.value) if ln.value else []
+    if len(fields) != 3:
+        return None, f"expected 'utt recording start end', got {(ln.key + ' ' + ln.value).strip()!r}"
+    reco, s, e = fields
+    try:
+        start, end = float(s), float(e)
+    except ValueError:
+        return None, f"start and end must be seconds, got {s!r} {e!r}"
+    if not (math.isfinite(start) and math.isfinite(end)):
+        return None, f"start and end must be finite, got {s!r} {e!r}"
+    if start < 0:
+        return None, f"segment {ln.key!r} has a negative start ({s})"
+    if end == -1:
+        return Segment(reco, start, None), None
+    if end < 0:
+        return None, f"segment {ln.key!r} has a negative end ({e}); only -1 (end of file) is allowed"
+    if start >= end:
+        return None, f"segment {ln.key!r} has start >= end ({s} >= {e})"
+    return Segment(reco, start, end), None
+
+
+def parse_segment(path: PathLike, ln: Line) -> Segment:
+    """One ``segments`` line ``utt reco start end``: ``start >= 0``; ``end`` > start, or -1 (end of file).
+    Raises ``ValueError`` naming the file and line."""
+    seg, problem = _segment(ln)
+    if seg is None:
+        raise ValueError(f"{path}:{ln.lineno}: {problem}")
+    return seg
+
+
+def read_segments(path: PathLike) -> Dict[str, Segment]:
+    """``segments``: ``{utt: Segment}`` in file order (strict)."""
+    return {ln.key: parse_segment(path, ln) for ln in read_lines(path)}
+
+
+def utt2spk_to_spk2utt(utt2spk: Mapping[str, str]) -> Dict[str, List[str]]:
+    """Invert ``utt2spk``: speakers and each speaker's utterances in ``LC_ALL=C`` order."""
+    out: Dict[str, List[str]] = {}
+    for utt in sorted(utt2spk, key=sort_key):
+        out.setdefault(utt2spk[utt], []).append(utt)
+    return {spk: out[spk] for spk in sorted(out, key=sort_key)}
+
+
+# ----------------------------------------------------------------------------------------------- writing
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _render(rows: Iterable[Tuple[str, str]]) -> bytes:
+    ordered = sorted(rows, key=lambda kv: sort_key(kv[0]))
+    text = "".join((f"{k} {v}" if v != "" else k) + "\n" for k, v in ordered)
+    return text.encode("utf-8", "surrogateescape")
+
+
+def write_kv(path: PathLike, rows: Union[Mapping[str, object], Iterable[Tuple[str, object]]]) -> int:
+    """Write ``key value`` lines sorted by key (``LC_ALL=C``), atomically. Returns the number of lines."""
+    items = list(rows.items()) if isinstance(rows, Mapping) else list(rows)
+    pairs = []
+    for k, v in items:
+        if not k or _SPLIT.search(k) or "\n" in k:
+            raise ValueError(f"{path}: invalid key {k!r} (empty or containing whitespace)")
+        pairs.append((k, str(v)))
+    if len({k for k, _ in pairs}) != len(pairs):
+        raise ValueError(f"{path}: duplicate keys")
+    _atomic_write_bytes(Path(path), _render(pairs))
+    return len(pairs)
+
+
+def write_text(path: PathLike, text: Mapping[str, str]) -> int:
+    return write_kv(path, text)
+
+
+def write_utt2spk(path: PathLike, utt2spk: Mapping[str, str]) -> int:
+    return write_kv(path, utt2spk)
+
+
+def write_spk2utt(path: PathLike, spk2utt: Mapping[str, Sequence[str]]) -> int:
+    return write_kv(path, {s: " ".join(us) for s, us in spk2utt.items()})
+
+
+def write_utt2dur(path: PathLike, utt2dur: Mapping[str, float]) -> int:
+    """Durations in the shortest form that reads back to the same float."""
+    return write_kv(path, {k: repr(float(v)) for k, v in utt2dur.items()})
+
+
+def write_segments(path: PathLike, segments: Mapping[str, Segment]) -> int:
+    """``utt reco start end`` lines; an ``end`` of None is written as -1."""
+    return write_kv(path, {u: f"{s.recording} {s.start!r} {-1 if s.end is None else repr(s.end)}"
+                           for u, s in segments.items()})
+
+
+# ----------------------------------------------------------------------------------------------- reading a dir
+
+def iter_utterances(data_dir: PathLike) -> Iterator[DataDirUtterance]:
+    """The utterances of a data dir in file order: the ``segments`` lines (cut from ``wav.scp``
+    recordings) when there is one, else each ``wav.scp`` recording whole. Raises ``ValueError`` naming the
+    file and line for malformed input or a segment whose recording is not in ``wav.scp``."""
+    d = Path(data_dir)
+    wav_scp = d / "wav.scp"
+    if not wav_scp.is_file():
+        raise ValueError(f"{d}: no wav.scp")
+    recordings = read_wav_scp(wav_scp)
+    seg_path = d / "segments"
+    if not seg_path.is_file():
+        for e in recordings:
+            yield DataDirUtterance(e.key, e, 0.0, None)
+        return
+    by_key = {e.key: e for e in recordings}
+    for ln in read_lines(seg_path):
+        seg = parse_segment(seg_path, ln)
+        if seg.recording not in by_key:
+            raise ValueError(f"{seg_path}:{ln.lineno}: recording {seg.recording!r} of {ln.key!r} is not in "
+                             f"{wav_scp}")
+        yield DataDirUtterance(ln.key, by_key[seg.recording], seg.start, seg.end)
+
+
+# ----------------------------------------------------------------------------------------------- validation
+
+class _Problems:
+    """Problem messages, at most :data:`MAX_PROBLEMS_PER_KIND` per (file, kind)."""
+
+    def __init__(self) -> None:
+        self.items: List[str] = []
+        self._counts: Dict[Tuple[str, str], int] = {}
+
+    def add(self, path: PathLike, lineno: Optional[int], kind: str, message: str) -> None:
+        k = (str(path), kind)
+        n = self._counts[k] = self._counts.get(k, 0) + 1
+        if n <= MAX_PROBLEMS_PER_KIND:
+            where = f"{path}:{lineno}" if lineno else f"{path}"
+            self.items.append(f"{where}: {message}")
+
+    def finish(self) -> List[str]:
+        for (path, kind), n in self._counts.items():
+            if n > MAX_PROBLEMS_PER_KIND:
+                self.items.append(f"{path}: ... and {n - MAX_PROBLEMS_PER_KIND} more problems of this kind "
+                                  f"({kind})")
+        return self.items
+
+
+def _check_value(name: str, ln: Line) -> Optional[str]:
+    """The format problem of one line of file ``name``, or None."""
+    fields = _SPLIT.split(ln.value) if ln.value else []
+    if name == "text":
+        return None
+    if not fields:
+        return f"expected 'key value', got only the key {ln.key!r}"
+    if name in ("utt2spk", "utt2lang", "utt2uniq", "spk2gender") and len(fields) != 1:
+        return f"expected 'key value' with a one-word value, got {ln.key} {ln.value!r}"
+    if name in ("utt2dur", "reco2dur"):
+        if len(fields) != 1:
+            return f"expected 'key seconds', got {ln.key} {ln.value!r}"
+        try:
+            v = float(fields[0])
+        except ValueError:
+            return f"duration must be a number, got {fields[0]!r}"
+        if not math.isfinite(v) or v < 0:
+            return f"duration must be finite and >= 0, got {fields[0]!r}"
+    if name in ("utt2num_frames", "utt2num_tokens"):
+        if len(fields) != 1 or not fields[0].isdigit():
+            return f"expected 'key count' with a count >= 0, got {ln.key} {ln.value!r}"
+    return None
+
+
+def _scan(path: Path, problems: _Problems, name: str) -> List[Line]:
+    """Lines of one file; format, order and uniqueness problems recorded. Bad lines are left out."""
+    out: List[Line] = []
+    seen: Dict[str, int] = {}
+    prev: Optional[Tuple[bytes, int]] = None
+    for lineno, raw in _raw_lines(path):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            problems.add(path, lineno, "utf8", "not valid UTF-8")
+            continue
+        if text.endswith("\r"):
+            problems.add(path, lineno, "crlf", "line ends with a carriage return (CRLF line ending)")
+        if not text.strip(" \t\r"):
+            problems.add(path, lineno, "empty", "empty line")
+            continue
+        if text[0] in " \t":
+            problems.add(path, lineno, "indent", "line starts with whitespace")
+        key, value = split_line(text)
+        ln = Line(lineno, key, value)
+        bad = _check_value(name, ln)
+        if bad:
+            problems.add(path, lineno, "format", bad)
+        if key in seen:
+            problems.add(path, lineno, "dup", f"duplicate key {key!r} (first at line {seen[key]})")
+            continue
+        sk = sort_key(key)
+        if prev is not None and sk < prev[0]:
+            problems.add(path, lineno, "order", f"not sorted: key {key!r} sorts before the key at line "
+                                                f"{prev[1]} (LC_ALL=C order)")
+        prev = (sk, lineno)
+        seen[key] = lineno
+        if not bad:
+            out.append(ln)
+    return out
+
+
+def _first_lines(lines: Sequence[Line]) -> Dict[str, int]:
+    return {ln.key: ln.lineno for ln in lines}
+
+
+def validate_data_dir(data_dir: PathLike, no_text: bool = False, no_feats: bool = False,
+                      no_wav: bool = False, no_spk_sort: bool = False) -> List[str]:
+    """Problems of a Kaldi data dir, each naming the file and line; an empty list means valid.
+
+    Required: ``utt2spk``, ``spk2utt``, ``wav.scp`` (unless ``no_wav``), ``text`` (unless ``no_text``).
+    Checked: UTF-8, no empty lines, sorted unique keys (``LC_ALL=C``), line formats; ``utt2spk`` keys equal
+    the utterances (``segments`` keys, else ``wav.scp`` keys); ``segments`` recordings are ``wav.scp`` keys
+    and every recording is used; ``start >= 0`` and ``start < end`` (``end`` -1 allowed); ``text`` keys are
+    utterances; ``spk2utt`` is the inverse of ``utt2spk``; ``utt2dur`` covers exactly the utterances;
+    ``feats.scp`` (unless ``no_feats``), ``utt2num_frames``, ``tokens.scp``, ``utt2num_tokens`` hold only
+    utterances; ``utt2spk`` sorted by speaker equals it sorted by utterance (speaker-prefixed utterance
+    ids; unless ``no_spk_sort``).
+    """
+    d = Path(data_dir)
+    if not d.is_dir():
+        return [f"{d}: not a directory"]
+    p = _Problems()
+    names = ["wav.scp", "segments", "text", "utt2spk", "spk2utt", "utt2dur", "reco2dur", "utt2num_frames",
+             "utt2lang", "utt2uniq", "feats.scp", "tokens.scp", "utt2num_tokens", "spk2gender"]
+    required = {"utt2spk", "spk2utt"} | (set() if no_wav else {"wav.scp"}) | (set() if no_text else {"text"})
+    files: Dict[str, List[Line]] = {}
+    for name in names:
+        path = d / name
+        if no_feats and name == "feats.scp":
+            continue
+        if not path.is_file():
+            if name in required:
+                p.add(path, None, "missing", "missing (required" + (
+                    "; use --no-text if the data has no transcripts)" if name == "text" else ")"))
+            continue
+        files[name] = _scan(path, p, name)
+
+    # the utterances and recordings
+    segs: Dict[str, Tuple[int, Segment]] = {}
+    if "segments" in files:
+        seg_path = d / "segments"
+        for ln in files["segments"]:
+            seg, problem = _segment(ln)
+            if seg is None:
+                p.add(seg_path, ln.lineno, "segment", str(problem))
+            else:
+                segs[ln.key] = (ln.lineno, seg)
+        src_name = "segments"
+        utts = _first_lines(files["segments"])
+        if "wav.scp" in files:
+            recos = _first_lines(files["wav.scp"])
+            used: Set[str] = set()
+            for utt, (lineno, seg) in segs.items():
+                used.add(seg.recording)
+                if seg.recording not in recos:
+                    p.add(seg_path, lineno, "reco", f"recording {seg.recording!r} of {utt!r} is not in wav.scp")
+            for reco, lineno in recos.items():
+                if reco not in used:
+                    p.add(d / "wav.scp", lineno, "unused", f"recording {reco!r} is used by no segment")
+    elif "wav.scp" in files:
+        src_name, utts = "wav.scp", _first_lines(files["wav.scp"])
+    elif "utt2spk" in files:
+        src_name, utts = "utt2spk", _first_lines(files["utt2spk"])
+    else:
+        return p.finish()
+
+    def same_keys(name: str, lines: Sequence[Line], exact: bool) -> None:
+        have = _first_lines(lines)
+        for key, lineno in have.items():
+            if key not in utts:
+                p.add(d / name, lineno, "extra", f"utterance {key!r} is not in {src_name}")
+        if exact:
+            for key, lineno in utts.items():
+                if key not in have:
+                    p.add(d / src_name, lineno, f"missing-{name}", f"utterance {key!r} has no line in {name}")
+
+    if "utt2spk" in files and src_name != "utt2spk":
+        same_keys("utt2spk", files["utt2spk"], exact=True)
+    for name, exact in (("text", False), ("utt2dur", True), ("feats.scp", False), ("utt2num_frames", False),
+                        ("tokens.scp", False), ("utt2num_tokens", False), ("utt2lang", False),
+                        ("utt2uniq", False)):
+        if name in files:
+            same_keys(name, files[name], exact)
+    if "reco2dur" in files and "wav.scp" in files:
+        recos = _first_lines(files["wav.scp"])
+        for ln in files["reco2dur"]:
+            if ln.key not in recos:
+                p.add(d / "reco2dur", ln.lineno, "extra", f"recording {ln.key!r} is not in wav.scp")
+
+    if "utt2spk" in files:
+        utt2spk = {ln.key: ln.value for ln in files["utt2spk"]}
+        utt2spk_line = _first_lines(files["utt2spk"])
+        expected = utt2spk_to_spk2utt(utt2spk)
+        if "spk2utt" in files:
+            _check_spk2utt(d, files["spk2utt"], expected, utt2spk, utt2spk_line, p)
+        if not no_spk_sort:
+            by_utt = sorted(utt2spk, key=sort_key)
+            by_spk = sorted(utt2spk, key=lambda u: (sort_key(utt2spk[u]), sort_key(u)))
+            for a, b in zip(by_utt, by_spk):
+                if a != b:
+                    p.add(d / "utt2spk", utt2spk_line[a], "spk-sort",
+                          f"utt2spk is not in the same order when sorted by speaker (at {a!r}, speaker "
+                          f"{utt2spk[a]!r}); make speaker ids prefixes of utterance ids, or pass --no-spk-sort")
+                    break
+    return p.finish()
+
+
+def _check_spk2utt(d: Path, lines: Sequence[Line], expected: Dict[str, List[str]], utt2spk: Mapping[str, str],
+                   utt2spk_line: Mapping[str, int], p: _Problems) -> None:
+    path = d / "spk2utt"
+    seen: Set[str] = set()
+    for ln in lines:
+        spk, got = ln.key, _SPLIT.split(ln.value)
+        seen.add(spk)
+        want = expected.get(spk)
+        if want is None:
+            p.add(path, ln.lineno, "spk", f"speaker {spk!r} has no utterance in utt2spk")
+            continue
+        if got == want:
+            continue
+        got_set, want_set = set(got), set(want)
+        missing = [u for u in want if u not in got_set]
+        extra = [u for u in got if u not in want_set]
+        if missing or extra:
+            detail = ", ".join(x for x in (f"missing {missing[:5]}" if missing else "",
+                                           f"not in utt2spk as this speaker's {extra[:5]}" if extra else "") if x)
+            p.add(path, ln.lineno, "inverse", f"utterances of speaker {spk!r} differ from utt2spk ({detail})")
+        else:
+            p.add(path, ln.lineno, "inverse", f"utterances of speaker {spk!r} are not in sorted order")
+    for spk, utts in expected.items():
+        if spk not in seen:
+            p.add(d / "utt2spk", utt2spk_line[utts[0]], "spk-missing",
+                  f"speaker {spk!r} (of {utts[0]!r}) has no line in spk2utt")
+
+
+# ----------------------------------------------------------------------------------------------- fixing
+
+@dataclass
+class FixReport:
+    """What :func:`fix_data_dir` did."""
+
+    data_dir: str
+    utterances_before: int = 0
+    utterances_after: int = 0
+    removed: List[str] = field(default_factory=list)
+    changed: List[str] = field(default_factory=list)
+    dropped_lines: List[str] = field(default_factory=list)
+    backup_dir: Optional[str] = None
+
+    def __str__(self) -> str:
+        s = (f"{self.data_dir}: kept {self.utterances_after} of {self.utterances_before} utterances"
+             f" ({len(self.removed)} removed)")
+        if self.changed:
+            s += f"; rewrote {', '.join(self.changed)} (originals in {self.backup_dir})"
+        else:
+            s += "; nothing to change"
+        return s
+
+
+def _lenient(path: Path, name: str, dropped: List[str],
+             check: Optional[Callable[[Line], Optional[str]]] = None) -> Dict[str, str]:
+    """``{key: value}`` keeping the first of duplicate keys and leaving out malformed lines (noted)."""
+    out: Dict[str, str] = {}
+    for lineno, raw in _raw_lines(path):
+        text = raw.decode("utf-8", "surrogateescape")
+        if not text.strip(" \t\r"):
+            continue
+        key, value = split_line(text)
+        ln = Line(lineno, key, value)
+        if key in out:
+            dropped.append(f"{path}:{lineno}: duplicate key {key!r} (the first is kept)")
+            continue
+        bad = _check_value(name, ln) or (check(ln) if check else None)
+        if bad:
+            dropped.append(f"{path}:{lineno}: {bad}")
+        else:
+            out[key] = value
+    return out
+
+
+def fix_data_dir(data_dir: PathLike, utt_extra_files: Sequence[str] = (),
+                 spk_extra_files: Sequence[str] = ()) -> FixReport:
+    """Make a data dir consistent, as Kaldi's ``fix_data_dir.sh`` does.
+
+    Keeps the utterances present in every per-utterance file (``segments`` or ``wav.scp``, and each of
+    :data:`UTT_FILES` and ``utt_extra_files`` that exists), whose segment is well formed and whose recording
+    is in ``wav.scp``; drops malformed and duplicate lines (the first of a key is kept); keeps the
+    recordings still used; sorts every file (``LC_ALL=C``); regenerates ``spk2utt`` from ``utt2spk``.
+    Each file that changes is first copied to ``<dir>/.backup/<name>``; files are written atomically.
+    Raises ``ValueError`` (changing nothing) without ``wav.scp`` or when no utterance would be left.
+    """
+    d = Path(data_dir)
+    wav_path = d / "wav.scp"
+    if not wav_path.is_file():
+        raise ValueError(f"{d}: no wav.scp")
+    rep = FixReport(str(d), backup_dir=str(d / ".backup"))
+    dropped = rep.dropped_lines
+    recordings = _lenient(wav_path, "wav.scp", dropped)
+    tables: Dict[str, Dict[str, str]] = {}
+    seg_path = d / "segments"
+    segments: Optional[Dict[str, str]] = None
+    seg_reco: Dict[str, str] = {}
+    if seg_path.is_file():
+        def seg_check(ln: Line) -> Optional[str]:
+            seg, problem = _segment(ln)
+            if seg is None:
+                return problem
+            if seg.recording not in recordings:
+                return f"recording {seg.recording!r} of {ln.key!r} is not in wav.scp"
+            seg_reco[ln.key] = seg.recording
+            return None
+
+        all_segments = _lenient(seg_path, "segments", [])  # every key, for the "before" count
+        segments = _lenient(seg_path, "segments", dropped, seg_check)
+        before_keys = set(all_segments)
+        utts = set(segments)
+    else:
+        before_keys = set(recordings)
+        utts = set(recordings)
+    all_keys = set(before_keys)
+    for name in list(UTT_FILES) + list(utt_extra_files):
+        if (d / name).is_file() and name not in tables:
+            tables[name] = _lenient(d / name, name, dropped)
+            all_keys |= set(tables[name])
+            utts &= set(tables[name])
+    rep.utterances_before = len(before_keys)
+    rep.utterances_after = len(utts)
+    rep.removed = sorted(all_keys - utts, key=sort_key)
+    if not utts:
+        raise ValueError(f"{d}: no utterance is in every per-utterance file "
+                         f"({', '.join(['segments' if segments is not None else 'wav.scp'] + list(tables))}); "
+                         "nothing changed")
+
+    outputs: Dict[str, bytes] = {}
+    if segments is not None:
+        outputs["segments"] = _render((u, v) for u, v in segments.items() if u in utts)
+        kept_recos = {seg_reco[u] for u in utts}
+    else:
+        kept_recos = utts
+    outputs["wav.scp"] = _render((r, v) for r, v in recordings.items() if r in kept_recos)
+    for name, table in tables.items():
+        outputs[name] = _render((u, v) for u, v in table.items() if u in utts)
+    for name in RECO_FILES:
+        if (d / name).is_file():
+            outputs[name] = _render((r, v) for r, v in _lenient(d / name, name, dropped).items()
+                                    if r in kept_recos)
+    if "utt2spk" in tables:
+        utt2spk = {u: v for u, v in tables["utt2spk"].items() if u in utts}
+        spk2utt = utt2spk_to_spk2utt(utt2spk)
+        outputs["spk2utt"] = _render((s, " ".join(us)) for s, us in spk2utt.items())
+        for name in list(SPK_FILES) + list(spk_extra_files):
+            if (d / name).is_file():
+                outputs[name] = _render((s, v) for s, v in _lenient(d / name, name, dropped).items()
+                                        if s in spk2utt)
+    elif (d / "spk2utt").is_file():
+        logger.warning("%s: spk2utt without utt2spk; left as it is", d)
+
+    for line in dropped:
+        logger.warning("dropped %s", line)
+    for name, data in outputs.items():
+        path = d / name
+        old = path.read_bytes() if path.is_file() else None
+        if old == data:
+            continue
+        if old is not None:
+            _atomic_write_bytes(d / ".backup" / name, old)
+        _atomic_write_bytes(path, data)
+        rep.changed.append(name)
+    logger.info("%s", rep)
+    return rep
