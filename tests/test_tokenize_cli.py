@@ -36,6 +36,9 @@ def mixed_scp(ref, tmp_path):
     good_dir.mkdir()
     shutil.copy(ref / "audio" / "en_yes.wav", good_dir / "en yes.wav")
     (tmp_path / "garbage.wav").write_text("not audio")
+    corrupt = bytearray((ref / "audio" / "en_yes.wav").read_bytes())
+    corrupt[12:36] = b"\xff" * 24  # the fmt chunk destroyed, the rest intact
+    (tmp_path / "corrupt.wav").write_bytes(bytes(corrupt))
     sf.write(tmp_path / "empty.wav", np.zeros(0, np.float32), 16000, subtype="PCM_16")
     sf.write(tmp_path / "short.wav", np.zeros(100, np.float32), 16000, subtype="PCM_16")
     lines = [
@@ -45,6 +48,7 @@ def mixed_scp(ref, tmp_path):
         f"long_35s {ref / 'audio' / 'long_35s.wav'}",
         f"bad_missing {tmp_path / 'missing.wav'}",
         f"bad_garbage {tmp_path / 'garbage.wav'}",
+        f"bad_corrupt {tmp_path / 'corrupt.wav'}",
         f"bad_empty {tmp_path / 'empty.wav'}",
         f"bad_short {tmp_path / 'short.wav'}",
         "bad_pipe false |",
@@ -66,7 +70,8 @@ def test_bad_utterances_recorded_rest_tokenized(ref, mixed_scp, tmp_path):
     for key, toks in tokens.items():
         assert toks == expected[key], key
     failures = read_failures(out / "utt2fail")
-    assert set(failures) == {"bad_missing", "bad_garbage", "bad_empty", "bad_short", "bad_pipe"}
+    assert set(failures) == {"bad_missing", "bad_garbage", "bad_corrupt", "bad_empty", "bad_short", "bad_pipe"}
+    assert "cannot decode audio" in failures["bad_corrupt"]
     assert "no such audio file" in failures["bad_missing"]
     assert "cannot decode audio" in failures["bad_garbage"]
     assert "empty" in failures["bad_empty"]
@@ -78,7 +83,7 @@ def test_bad_utterances_recorded_rest_tokenized(ref, mixed_scp, tmp_path):
 def test_exit_code_when_too_many_failures(ref, mixed_scp, tmp_path):
     rc = tokenize_bin.main(["--wav_scp", str(mixed_scp), "--model", str(ref / "models" / f"{MODEL}.onnx"),
                             "--output_dir", str(tmp_path / "o"), "--no_progress"])
-    assert rc == 1  # 5 / 9 failed > 5 %
+    assert rc == 1  # 6 / 10 failed > 5 %
     assert len(read_tokens(tmp_path / "o" / "tokens.txt")) == 4
 
 
