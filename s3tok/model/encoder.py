@@ -26,16 +26,25 @@ def _probe_onednn_linear() -> bool:
 ONEDNN_LINEAR = _probe_onednn_linear()
 
 
-def linear(layer: nn.Linear, x: Tensor, gelu: bool = False) -> Tensor:
-    """``layer(x)`` (then exact GELU when ``gelu``). On CPU in fp32 without autograd this calls oneDNN's
-    linear with the GELU fused, about twice the speed of the default BLAS path on some CPUs."""
-    if (ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
-            and not torch.compiler.is_compiling()):
+def _onednn_ok(x: Tensor) -> bool:
+    return (ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
+            and not torch.is_grad_enabled() and not torch.compiler.is_compiling())
+
+
+def linear(layer: nn.Linear, x: Tensor, gelu: bool = False, add: Optional[Tensor] = None) -> Tensor:
+    """``layer(x)``, then exact GELU when ``gelu``, or ``+ add`` when given. On CPU without autograd this
+    calls oneDNN's linear with the GELU or the addition fused (about twice the default BLAS rate for fp32
+    on some CPUs); the addition is the same single fp32 add either way."""
+    if _onednn_ok(x):
+        if add is not None:
+            return torch.ops.mkldnn._linear_pointwise.binary(x, add, layer.weight, layer.bias, "add")
         if gelu:
             return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "gelu", [], "none")
         return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "none", [], "")
     y = F.linear(x, layer.weight, layer.bias)
-    return F.gelu(y) if gelu else y
+    if gelu:
+        return F.gelu(y)
+    return y if add is None else y + add
 
 
 def conv_out_lengths(lengths: Tensor, stride: int) -> Tensor:
@@ -88,33 +97,45 @@ class Attention(nn.Module):
             self.fsmn_pad = (k - 1) // 2
         self.use_sdpa = True
 
-    def forward(self, x: Tensor, key_bias: Tensor, pad_mask: Tensor,
-                rope: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
-        """``x [B, T, D]``; ``key_bias [B, 1, 1, T]`` additive; ``pad_mask [B, T, 1]`` float 0/1."""
+    def forward(self, x: Tensor, key_bias: Optional[Tensor], pad_mask: Optional[Tensor],
+                rope: Optional[Tuple[Tensor, Tensor]] = None, residual: Optional[Tensor] = None) -> Tensor:
+        """``x [B, T, D]``; ``key_bias [B, 1, 1, T]`` additive (fp32) and ``pad_mask [B, T, 1]`` 0/1 in x's
+        dtype, both None when no item of the batch is padded.
+        Returns ``residual + attention(x)`` when ``residual`` is given, else the attention output."""
         b, t, _ = x.shape
         q = linear(self.query, x).view(b, t, self.heads, self.head_dim)
         k = linear(self.key, x).view(b, t, self.heads, self.head_dim)
         v = linear(self.value, x)
         memory = None
         if self.fsmn_block is not None:
-            v = v * pad_mask
+            if pad_mask is not None:
+                v = v * pad_mask
             m = F.pad(v.transpose(1, 2), (self.fsmn_pad, self.fsmn_pad))
-            memory = (self.fsmn_block(m).transpose(1, 2) + v) * pad_mask
+            memory = self.fsmn_block(m).transpose(1, 2) + v
+            if pad_mask is not None:
+                memory = memory * pad_mask
         if rope is not None:
             cos, sin = rope
             q = apply_rotary(q, cos, sin)
             k = apply_rotary(k, cos, sin)
-        scale = self.head_dim ** -0.25
-        q = q.transpose(1, 2) * scale
-        k = k.transpose(1, 2) * scale
         vh = v.view(b, t, self.heads, self.head_dim).transpose(1, 2)
-        if self.use_sdpa:
-            o = F.scaled_dot_product_attention(q, k, vh, attn_mask=key_bias.to(q.dtype), scale=1.0)
-        else:
-            w = (q @ k.transpose(-1, -2)).float() + key_bias
+        if self.use_sdpa:  # the kernel scales the scores by head_dim^-0.5 itself
+            o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), vh,
+                                               attn_mask=None if key_bias is None else key_bias.to(q.dtype),
+                                               scale=self.head_dim ** -0.5)
+        else:  # the official order: q and k each scaled by head_dim^-0.25
+            scale = self.head_dim ** -0.25
+            q = q.transpose(1, 2) * scale
+            k = k.transpose(1, 2) * scale
+            w = (q @ k.transpose(-1, -2)).float()
+            if key_bias is not None:
+                w = w + key_bias
             o = torch.softmax(w, dim=-1).to(q.dtype) @ vh
-        o = linear(self.out, o.transpose(1, 2).reshape(b, t, -1))
-        return o if memory is None else o + memory
+        o = o.transpose(1, 2).reshape(b, t, -1)
+        if memory is None:  # out(o) + residual, in one fused step when possible
+            return linear(self.out, o, add=residual)
+        o = linear(self.out, o, add=memory)  # the official order: x + (out(o) + memory)
+        return o if residual is None else residual + o
 
 
 class Block(nn.Module):
@@ -128,10 +149,10 @@ class Block(nn.Module):
         self.mlp_ln = nn.LayerNorm(d, eps=cfg.ln_eps)
         self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
 
-    def forward(self, x: Tensor, key_bias: Tensor, pad_mask: Tensor,
+    def forward(self, x: Tensor, key_bias: Optional[Tensor], pad_mask: Optional[Tensor],
                 rope: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
-        x = x + self.attn(self.attn_ln(x), key_bias, pad_mask, rope)
-        return x + linear(self.mlp[2], linear(self.mlp[0], self.mlp_ln(x), gelu=True))
+        x = self.attn(self.attn_ln(x), key_bias, pad_mask, rope, residual=x)
+        return linear(self.mlp[2], linear(self.mlp[0], self.mlp_ln(x), gelu=True), add=x)
 
 
 class Encoder(nn.Module):
@@ -178,9 +199,12 @@ class Encoder(nn.Module):
             x = x + self.positional_embedding[:t].to(x.dtype)
         else:
             rope = self._rope(t, x.device, x.dtype)
-        key_bias = torch.zeros(valid.shape, dtype=torch.float32, device=x.device)
-        key_bias = key_bias.masked_fill(~valid, -1e10)[:, None, None, :]
-        pad_mask = valid[:, :, None].to(x.dtype)
+        key_bias: Optional[Tensor] = None
+        pad_mask: Optional[Tensor] = None
+        if not bool(valid.all()):  # some item is padded: mask its keys and its FSMN input/output
+            key_bias = torch.zeros(valid.shape, dtype=torch.float32, device=x.device)
+            key_bias = key_bias.masked_fill(~valid, -1e10)[:, None, None, :]
+            pad_mask = valid[:, :, None].to(x.dtype)
         for block in self.blocks:
             x = block(x, key_bias, pad_mask, rope)
         return x, lengths
