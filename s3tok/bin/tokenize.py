@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -72,6 +73,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.num_jobs:
             utts = job_shard(utts, args.num_jobs, args.job, num_frames_file_for(args.data_dir, args.feats_scp))
         device = torch.device(args.device)
+        if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))  # torchrun: one GPU per local rank
         dtype = parse_dtype(args.dtype)
         model = load_model(args.model, device=device, dtype=dtype)
     except (ValueError, OSError, RuntimeError) as e:
