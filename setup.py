@@ -28,8 +28,9 @@ setup(
     ],
     extras_require={
         # kaldiio only in tests, to prove its users can read our ark/scp (its licence is evaluation-only)
-        "test": ["pytest", "onnxruntime", "kaldiio"],
+        "test": ["pytest", "onnxruntime", "kaldiio", "matplotlib"],
         "parity": ["onnxruntime"],
+        "plots": ["matplotlib"],
     },
     entry_points={"console_scripts": ["s3tok=s3tok.cli:main"]},
 )

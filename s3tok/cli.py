@@ -12,6 +12,7 @@ SUBCOMMANDS = {
     "download": ("s3tok.bin.download", "download official models into the cache"),
     "convert": ("s3tok.bin.convert", "convert an ONNX file to safetensors + config.json"),
     "export-onnx": ("s3tok.bin.export_onnx", "write a model (or a random one) as official-layout ONNX"),
+    "stats": ("s3tok.bin.stats", "token statistics and warnings of a tokenized set (+ plots)"),
 }
 
 

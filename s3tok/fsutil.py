@@ -9,11 +9,26 @@ from typing import Iterable, Union
 PathLike = Union[str, os.PathLike]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def temp_beside(path: PathLike) -> tuple:
+    """``(fd, name)`` of a new temporary file next to ``path``, with the permissions a plain ``open`` would
+    give (``mkstemp`` makes files private, which hides outputs from the rest of a cluster group)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_umask())
+    return fd, tmp
+
+
 def atomic_write_text(path: PathLike, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path``, fsync, rename into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

@@ -18,12 +18,13 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
+
+from ..fsutil import temp_beside
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def _as_spec(target: Target) -> Specifier:
 
 
 def _tmp_beside(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_beside(path)
     os.close(fd)
     return Path(tmp)
 

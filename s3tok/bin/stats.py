@@ -1,0 +1,163 @@
+"""Token statistics of a tokenized set, to spot a broken run (wrong sample rate, wrong model) before training.
+
+Reads DATA_DIR/tokens.scp (or tokens.txt, or the token file given), tokenizer.json and utt2num_frames or
+utt2dur beside it; writes OUT_DIR/token_stats.json and PNG plots (OUT_DIR: stats/ beside the tokens);
+logs a summary and every warning. The token rate and codebook size come from tokenizer.json, else
+from --model, else from --token_rate and --codebook_size; a source that disagrees is itself a warning.
+Exit codes: 0 done; 1 a warning fired and --fail_on_warning; 2 bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ..fsutil import atomic_write_text
+from ..logging_setup import setup_logging
+from ..stats import Thresholds, TokenSet, load_set, read_utt2num_frames, summary_lines, token_stats
+
+logger = logging.getLogger("s3tok.stats")
+
+#: ``(source name, token rate, codebook size, model name or None)``
+ModelInfo = Tuple[str, float, int, Optional[str]]
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="s3tok stats", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", help="data dir with tokens.scp / tokens.txt, or a token file (.scp or text)")
+    p.add_argument("--model", default=None,
+                   help="the model the tokens should come from: official name, .onnx file or converted folder")
+    p.add_argument("--token_rate", type=float, default=None, help="tokens per second (25 or 50)")
+    p.add_argument("--codebook_size", type=int, default=None, help="number of codes (4096 or 6561)")
+    p.add_argument("--utt2num_frames", default=None, help="mel frames per utterance (default: beside the tokens)")
+    p.add_argument("--utt2dur", default=None, help="seconds per utterance (default: beside the tokens)")
+    p.add_argument("--out_dir", default=None, help="where token_stats.json and the PNGs go "
+                                                  "(default: stats/ beside the tokens)")
+    p.add_argument("--no_plots", action="store_true", help="no PNGs (matplotlib not needed)")
+    p.add_argument("--fail_on_warning", action="store_true", help="exit 1 when a warning fired")
+    d = Thresholds()
+    p.add_argument("--max_repeat_share", type=float, default=d.max_repeat_share,
+                   help="flag an utterance when one token covers more than this share of it")
+    p.add_argument("--min_distinct_ratio", type=float, default=d.min_distinct_ratio,
+                   help="flag an utterance with fewer distinct tokens per token")
+    p.add_argument("--rate_tolerance", type=float, default=d.rate_tolerance,
+                   help="warn when tokens/s differs from the model's rate by more than this share")
+    p.add_argument("--max_suspicious_share", type=float, default=d.max_suspicious_share,
+                   help="warn when more than this share of utterances is flagged")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    return p
+
+
+def model_info(model: str) -> ModelInfo:
+    """Rate, codebook size and version of ``--model``: an official name, an .onnx file or a converted folder."""
+    from ..model.config import MODEL_NAMES, S3Config, official_config
+
+    path = Path(model)
+    if model in MODEL_NAMES:
+        cfg = official_config(model)
+    elif path.is_file() and path.suffix == ".onnx":
+        from ..onnx_import import read_onnx
+
+        cfg = read_onnx(path).config
+    elif (path / "config.json").is_file():
+        cfg = S3Config.from_dict(json.loads((path / "config.json").read_text(encoding="utf-8"))["config"])
+    else:
+        raise ValueError(f"--model {model}: not an official name ({', '.join(MODEL_NAMES)}), an .onnx file or "
+                         "a converted folder")
+    return f"--model {model}", cfg.token_rate, cfg.codebook_size, cfg.version
+
+
+def choose_model_info(ts: TokenSet, args: argparse.Namespace) -> Tuple[ModelInfo, List[str]]:
+    """The first known of tokenizer.json, --model, the flags; and a warning for each source that disagrees."""
+    sources: List[ModelInfo] = []
+    if ts.token_rate and ts.codebook_size:
+        sources.append((str(ts.tokenizer_path), float(ts.token_rate), int(ts.codebook_size),
+                        (ts.tokenizer or {}).get("model")))
+    if args.model:
+        sources.append(model_info(args.model))
+    if (args.token_rate is None) != (args.codebook_size is None):
+        raise ValueError("--token_rate and --codebook_size go together")
+    if args.token_rate is not None:
+        sources.append(("--token_rate/--codebook_size", args.token_rate, args.codebook_size, None))
+    if not sources:
+        raise ValueError(f"{ts.path}: token rate and codebook size unknown (no tokenizer.json beside it): pass "
+                         "--model NAME or --token_rate and --codebook_size")
+    first, warnings = sources[0], []
+    for other in sources[1:]:
+        same_model = first[3] is None or other[3] is None or first[3] == other[3]
+        if (first[1], first[2]) != (other[1], other[2]) or not same_model:
+            warnings.append(f"model: {first[0]} says {_describe(first)} but {other[0]} says {_describe(other)}: "
+                            "these tokens were not made by the model you expect")
+    if (ts.tokenizer or {}).get("random_init"):
+        warnings.append(f"model: {ts.tokenizer_path} says the tokens were made by a random-weight test model "
+                        "(random_init): they are meaningless")
+    return first, warnings
+
+
+def _describe(info: ModelInfo) -> str:
+    name = f"{info[3]}, " if info[3] else ""
+    return f"{name}{info[1]:g} Hz, {info[2]} codes"
+
+
+def _load(args: argparse.Namespace) -> TokenSet:
+    from ..data.kaldi_dir import read_utt2dur
+    ts = load_set(args.input)
+    if args.utt2num_frames:
+        ts.frames, ts.durations, ts.durations_path = (read_utt2num_frames(args.utt2num_frames),
+                                                      None, Path(args.utt2num_frames))
+    elif args.utt2dur:
+        ts.frames, ts.durations, ts.durations_path = None, read_utt2dur(args.utt2dur), Path(args.utt2dur)
+    return ts
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = get_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    th = Thresholds(max_repeat_share=args.max_repeat_share, min_distinct_ratio=args.min_distinct_ratio,
+                    rate_tolerance=args.rate_tolerance, max_suspicious_share=args.max_suspicious_share)
+    try:
+        ts = _load(args)
+        (source, rate, k, name), model_warnings = choose_model_info(ts, args)
+        stats = token_stats(ts.tokens, k, rate, ts.durations, frames=ts.frames, thresholds=th)
+    except (ValueError, OSError) as e:
+        logger.error("%s", e)
+        return 2
+    stats["warnings"] = model_warnings + stats["warnings"]
+    report: Dict[str, Any] = {"input": str(ts.path), "model": name, "model_info_from": source,
+                              "durations_from": str(ts.durations_path) if ts.durations_path else None,
+                              "tokenizer": ts.tokenizer, **stats}
+    out_dir = Path(args.out_dir) if args.out_dir else ts.path.parent / "stats"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "token_stats.json", json.dumps(report, indent=1) + "\n")
+    except OSError as e:
+        logger.error("%s: cannot write token_stats.json (%s)", out_dir, e)
+        return 2
+    logger.info("%s (%s from %s):", ts.path, name or "model", source)
+    for line in summary_lines(stats):
+        logger.info("  %s", line)
+    if not args.no_plots:
+        _plots(ts, k, rate, out_dir, report)
+    for w in stats["warnings"]:
+        logger.warning("%s", w)
+    n = len(stats["warnings"])
+    logger.info("%s: %s; wrote %s", ts.path, f"{n} warning(s)" if n else "no warnings", out_dir / "token_stats.json")
+    return 1 if n and args.fail_on_warning else 0
+
+
+def _plots(ts: TokenSet, k: int, rate: float, out_dir: Path, stats: Dict[str, Any]) -> None:
+    try:
+        from ..stats_plots import write_plots
+
+        title = f"{ts.path}: {stats['model'] + ', ' if stats.get('model') else ''}{rate:g} Hz, {k} codes"
+        write_plots(ts.tokens, k, rate, out_dir, ts.durations, ts.frames, title=title, stats=stats)
+    except ImportError as e:
+        logger.warning("plots skipped: %s", e)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
