@@ -39,7 +39,7 @@ def read_table(scp: Path, cwd: Path):
 def test_mini_recipe_stage_by_stage(ref, tmp_path):
     recipe = copy_recipe(tmp_path)
     model = str(ref / "models" / f"{MODEL}.onnx")
-    for stage in range(0, 5):
+    for stage in range(0, 6):
         out = run(recipe, "--stage", str(stage), "--stop_stage", str(stage), "--model", model)
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
         assert f"Stage {stage}:" in out.stdout

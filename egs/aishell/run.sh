@@ -4,6 +4,7 @@
 #    1 log-mels (exp/mel/<set>, data/<set>/feats.scp)   2 tokenize (exp/<tag>/<set>, $nj jobs)
 #    3 merge into data/<set>: tokens.scp, utt2num_tokens, utt2fail, tokenizer.json, utt2speech_token.pt
 #    4 parity: onnxruntime at batch 1 (CosyVoice's way) on $parity_utts utterances per set vs tokens.scp
+#    5 token statistics and plots in data/<set>/stats (warns on a wrong rate, odd codebook use, ...)
 # Runs in the current directory (egs/mini/run.sh calls it on its tiny corpus).
 set -euo pipefail
 recipe=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -11,7 +12,7 @@ root=$(cd "$recipe/../.." && pwd)
 . "$root/path.sh"
 
 stage=-1
-stop_stage=4
+stop_stage=5
 corpus_dir=corpus                    # holds data_aishell/; stage -1 downloads it here
 sets="train dev test"
 model=speech_tokenizer_v2_25hz       # official name (downloaded), .onnx path, or demo (random weights, offline)
@@ -80,5 +81,12 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
     log "Stage 4: parity of data/$set/tokens.scp with onnxruntime ($parity_utts utterances)"
     python -m s3tok.bin.score_parity --data_dir "data/$set" --tokens "data/$set/tokens.scp" --model "$model_path" \
       --num_utts "$parity_utts" --max_miss_rate "$max_miss_rate" --output "exp/$tag/$set/parity.json"
+  done
+fi
+
+if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
+  for set in $sets; do
+    log "Stage 5: token statistics of data/$set in data/$set/stats"
+    s3tok stats "data/$set" --out_dir "data/$set/stats"
   done
 fi
