@@ -57,9 +57,14 @@ def load_audio(source: AudioSource, sr: int = SAMPLE_RATE) -> torch.Tensor:
     Returns a float32 1-D tensor. Raises :class:`AudioError` naming the source and the problem.
     """
     audio, rate = read_audio(source)
+    return to_mono(audio, rate, sr, _source_name(source))
+
+
+def to_mono(audio: torch.Tensor, rate: int, sr: int = SAMPLE_RATE, name: str = "audio") -> torch.Tensor:
+    """Channel mean of ``[channels, samples]`` (before resampling, as CosyVoice), checked finite, at ``sr``."""
     audio = audio.mean(dim=0)
     if not torch.isfinite(audio).all():
-        raise AudioError(f"{_source_name(source)}: audio contains NaN or infinite samples")
+        raise AudioError(f"{name}: audio contains NaN or infinite samples")
     if rate != sr:
         audio = resample(audio, rate, sr)
     return audio

@@ -25,13 +25,18 @@ def temp_beside(path: PathLike) -> tuple:
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, fsync, rename into place."""
+    """Write ``text`` (UTF-8) to a temporary file beside ``path``, fsync, rename into place."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync, rename into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = temp_beside(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -16,11 +16,11 @@ import logging
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
+from ..fsutil import atomic_write_bytes
 from .wav_scp import WavEntry, read_wav_scp
 
 logger = logging.getLogger(__name__)
@@ -204,20 +204,6 @@ def utt2spk_to_spk2utt(utt2spk: Mapping[str, str]) -> Dict[str, List[str]]:
 
 # ----------------------------------------------------------------------------------------------- writing
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _render(rows: Iterable[Tuple[str, str]]) -> bytes:
     ordered = sorted(rows, key=lambda kv: sort_key(kv[0]))
     text = "".join((f"{k} {v}" if v != "" else k) + "\n" for k, v in ordered)
@@ -234,7 +220,7 @@ def write_kv(path: PathLike, rows: Union[Mapping[str, object], Iterable[Tuple[st
         pairs.append((k, str(v)))
     if len({k for k, _ in pairs}) != len(pairs):
         raise ValueError(f"{path}: duplicate keys")
-    _atomic_write_bytes(Path(path), _render(pairs))
+    atomic_write_bytes(Path(path), _render(pairs))
     return len(pairs)
 
 
@@ -635,8 +621,8 @@ def fix_data_dir(data_dir: PathLike, utt_extra_files: Sequence[str] = (),
         if old == data:
             continue
         if old is not None:
-            _atomic_write_bytes(d / ".backup" / name, old)
-        _atomic_write_bytes(path, data)
+            atomic_write_bytes(d / ".backup" / name, old)
+        atomic_write_bytes(path, data)
         rep.changed.append(name)
     logger.info("%s", rep)
     return rep

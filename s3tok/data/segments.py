@@ -26,7 +26,7 @@ from typing import BinaryIO, Optional, Tuple, Union
 import soundfile as sf
 import torch
 
-from ..audio import SAMPLE_RATE, AudioError, read_audio, resample
+from ..audio import SAMPLE_RATE, AudioError, read_audio, to_mono
 from .wav_scp import WavEntry, open_wav_entry
 
 logger = logging.getLogger(__name__)
@@ -137,9 +137,4 @@ def load_utterance_audio(entry: WavEntry, start: float = 0.0, end: Optional[floa
     except AudioError as e:
         msg = str(e)
         raise AudioError(f"{name}: {msg}" if msg.startswith(str(where)) else f"{name}: {where}: {msg}") from None
-    audio = audio.mean(dim=0)
-    if not torch.isfinite(audio).all():
-        raise AudioError(f"{name}: {where}: audio contains NaN or infinite samples")
-    if rate != sr:
-        audio = resample(audio, rate, sr)
-    return audio
+    return to_mono(audio, rate, sr, f"{name}: {where}")
