@@ -17,12 +17,13 @@ from typing import Dict, List, Optional, Sequence, Tuple, Type
 from ..jobs.backend import Backend, JobOptions
 from ..jobs.local import LocalBackend
 from ..jobs.report import run_and_report
+from ..jobs.slurm import SlurmBackend
 from ..jobs.spec import JobsError, JobSpec, parse_range
 from ..logging_setup import setup_logging
 
 logger = logging.getLogger("s3tok.run_jobs")
 
-BACKENDS: Dict[str, Type[Backend]] = {"local": LocalBackend}
+BACKENDS: Dict[str, Type[Backend]] = {"local": LocalBackend, "slurm": SlurmBackend}
 KNOWN = {"backend", "max-jobs-run", "gpu", "num-threads"}
 FLAGS = {"rerun-failed"}
 ALIASES = {"tc": "max-jobs-run"}  # GridEngine's spelling, accepted by Kaldi's run.pl
@@ -98,7 +99,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SystemExit as e:  # --help, or a bad option value
         return int(e.code or 0)
     except JobsError as e:
-        print(f"run.pl: {e}", file=sys.stderr)
+        prog = "slurm.pl" if "--backend" in argv and argv[argv.index("--backend") + 1:][:1] == ["slurm"] else "run.pl"
+        print(f"{prog}: {e}", file=sys.stderr)
         return 2
     backend_cls = BACKENDS[args.backend]
     if len(rest) < 2:

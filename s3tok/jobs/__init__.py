@@ -1,5 +1,6 @@
-"""Kaldi's job runners (``utils/run.pl``, later ``utils/slurm.pl``): a job line ``[JOB=1:N] log cmd...``
-(:mod:`.spec`), a backend that runs jobs and returns their exit codes (:mod:`.backend`, :mod:`.local`), and
+"""Kaldi's job runners (``utils/run.pl``, ``utils/slurm.pl``): a job line ``[JOB=1:N] log cmd...``
+(:mod:`.spec`), a backend that runs jobs and returns their exit codes (:mod:`.backend`, :mod:`.local`,
+:mod:`.slurm`), and
 the shared rerun selection, failure count and exit status (:mod:`.report`)."""
 from .backend import Backend, JobOptions
 from .local import LocalBackend
