@@ -23,3 +23,19 @@ def test_bench_harness_smoke(ref, tmp_path):
     assert all(r["rtf"] > 0 and r["peak_rss_mb"] > 0 for r in rows.values())
     assert result["info"]["peak"]["fp32_peak"] > 0 and result["info"]["gflop_per_audio_second"] > 0
     assert "| s3tok fp32 (tokenize batching) |" in proc.stdout
+    report = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_report.py"), str(out), str(out)],
+                            capture_output=True, text=True, timeout=60)
+    assert report.returncode == 0, report.stderr[-3000:]
+    lines = report.stdout.splitlines()
+    assert lines[0].startswith(f"Measured {result['info']['date']} on {result['info']['machine']}, 1 threads")
+    summary = [line for line in lines if line.startswith("| speech_tokenizer_v1_25hz |")]
+    assert len(summary) == 2 and "0.000 % / -" in summary[0]  # fp32 exact, no bf16 row in this run
+    assert report.stdout.count(result["info"]["command"]) == 2
+
+
+def test_bench_report_rejects_other_json(tmp_path):
+    bad = tmp_path / "x.json"
+    bad.write_text('{"rows": []}')
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_report.py"), str(bad)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "not a tools/bench.py --json result" in proc.stderr

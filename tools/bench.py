@@ -8,7 +8,7 @@ thread pools), best of ``--runs`` passes:
   s3tok fp32 and bf16 with the batching policy of ``s3tok tokenize``
   the public ``s3tokenizer`` package at batch 1 and 32, when it is importable
 
-Reports audio seconds per second (RTF), tokens/s, peak memory (max RSS of the engine's process), useful
+Reports audio seconds per second (RTF), tokens/s, peak memory (max RSS of the engine's process while it tokenizes, after loading and a warm-up clip), useful
 model GFLOP/s against this machine's fp32 matmul peak measured in the same run, and each row's miss rate
 against onnxruntime batch 1. Writes ``--json`` and prints a markdown table.
 
@@ -122,12 +122,42 @@ def run_engine(args) -> Dict[str, object]:
     else:
         run = _s3tokenizer_engine(args, int(name.split("-")[1]))
     run(entries[:1])  # warm-up on one clip
+    reset_peak_rss()
     walls, tokens = [], {}
     for _ in range(args.runs):
         t0 = time.perf_counter()
         tokens = run(entries)
         walls.append(time.perf_counter() - t0)
     return {"wall": min(walls), "walls": walls, "tokens": tokens, "peak_rss_mb": peak_rss_mb()}
+
+
+def machine_name() -> str:
+    """CPU model, core count and the matmul extensions that matter here, e.g. ``Intel Xeon ... (2 CPUs, AVX-512
+    BF16, AMX)``."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    ext = [name for flag, name in (("avx512f", "AVX-512"), ("avx512_bf16", "AVX-512 BF16"), ("amx_bf16", "AMX"))
+           if flag in flags]
+    return f"{model} ({', '.join([f'{os.cpu_count()} CPUs', *ext])})"
+
+
+def reset_peak_rss() -> None:
+    """Start VmHWM afresh (Linux >= 4.0), so that the peak covers tokenizing, not loading or converting."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 def peak_rss_mb() -> float:
@@ -244,8 +274,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         rows.append({"engine": name, "wall_s": wall, "rtf": seconds / wall, "tokens_per_s": ntok / wall,
                      "peak_rss_mb": r["peak_rss_mb"], "gflops": gflops, "pct_of_peak": 100 * gflops / peak["fp32_peak"],
                      "miss_rate": miss_rate(r["tokens"], ref) if ref else None})
-    info = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()} {os.cpu_count()} CPUs "
-            f"({platform.processor() or platform.platform()})", "threads": args.threads, "model": args.model,
+    info = {"date": datetime.date.today().isoformat(), "machine": machine_name(), "threads": args.threads, "model": args.model,
             "version": config.version, "width": config.width, "depth": config.depth, "clips": len(entries),
             "audio_seconds": seconds, "gflop_per_audio_second": model_flops / seconds / 1e9, "peak": peak,
             "command": " ".join(["python tools/bench.py", *(argv if argv is not None else sys.argv[1:])])}

@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Turn ``tools/bench.py --json`` results (one file per model) into the markdown of README's Speed section.
+
+  python tools/bench_report.py bench/v1.json bench/v1_25hz.json bench/v2_25hz.json bench/v3_25hz.json
+
+Prints one summary table (audio seconds per second of every engine, one row per model version), then each
+version's full table as ``tools/bench.py`` printed it, headed by the machine, date and command of the run.
+"""
+import argparse
+import json
+import logging
+import sys
+from typing import Dict, List, Optional, Sequence
+
+logger = logging.getLogger("bench_report")
+
+LABELS = {"ort-1": "ORT bs1 1 thr", "ort-N": "ORT bs1 {threads} thr", "s3tok-fp32": "s3tok fp32",
+          "s3tok-bf16": "s3tok bf16", "s3tokenizer-1": "s3tokenizer bs1", "s3tokenizer-32": "s3tokenizer bs32"}
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results", nargs="+", help="JSON files written by tools/bench.py --json")
+    return p
+
+
+def _miss(row: Dict[str, object]) -> str:
+    if row["engine"] == "ort-1":
+        return "reference"
+    return "-" if row.get("miss_rate") is None else f"{100 * float(row['miss_rate']):.3f} %"
+
+
+def summary(runs: List[Dict[str, object]]) -> List[str]:
+    """One line per model: RTF of each engine, s3tok's share of the fp32 peak and bf16 miss rate."""
+    engines = [e for e in LABELS if any(r["engine"] == e for run in runs for r in run["rows"])]
+    threads = runs[0]["info"]["threads"]
+    head = [LABELS[e].format(threads=threads) for e in engines]
+    lines = ["| model | GFLOP per audio s | " + " | ".join(head) + " | s3tok fp32 % of peak | s3tok fp32 / bf16 miss |",
+             "|---|---|" + "---|" * len(engines) + "---|---|"]
+    for run in runs:
+        info, rows = run["info"], {r["engine"]: r for r in run["rows"]}
+        cells = [f"{rows[e]['rtf']:.1f}" if e in rows else "-" for e in engines]
+        fp32, bf16 = rows.get("s3tok-fp32"), rows.get("s3tok-bf16")
+        pct = f"{fp32['pct_of_peak']:.0f} %" if fp32 else "-"
+        miss = " / ".join(_miss(r) if r else "-" for r in (fp32, bf16))
+        lines.append(f"| {info['version']} | {info['gflop_per_audio_second']:.1f} | " + " | ".join(cells)
+                     + f" | {pct} | {miss} |")
+    return lines
+
+
+def detail(run: Dict[str, object]) -> List[str]:
+    """The full table of one model, as tools/bench.py prints it."""
+    info, peak = run["info"], run["info"]["peak"]
+    lines = [f"**{info['version']}** (width {info['width']}, {info['depth']} blocks): {info['clips']} clips = "
+             f"{info['audio_seconds']:.1f} s; fp32 matmul peak {peak['fp32_peak']:.0f} GFLOP/s "
+             f"(bf16 {peak['torch_bf16']:.0f})", "",
+             "| engine | audio s/s | tokens/s | GFLOP/s | % of fp32 peak | peak RSS MB | miss rate vs ORT bs1 |",
+             "|---|---|---|---|---|---|---|"]
+    for r in run["rows"]:
+        label = LABELS.get(r["engine"], r["engine"]).format(threads=info["threads"])
+        lines.append(f"| {label} | {r['rtf']:.1f} | {r['tokens_per_s']:.0f} | {r['gflops']:.0f} | "
+                     f"{r['pct_of_peak']:.0f} % | {r['peak_rss_mb']:.0f} | {_miss(r)} |")
+    return lines
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    runs = []
+    for path in args.results:
+        with open(path) as f:
+            run = json.load(f)
+        if not isinstance(run, dict) or "info" not in run or "rows" not in run:
+            logger.error("%s: not a tools/bench.py --json result", path)
+            return 1
+        runs.append(run)
+    first = runs[0]["info"]
+    out = [f"Measured {first['date']} on {first['machine']}, {first['threads']} threads, no GPU; "
+           f"{first['clips']} clips = {first['audio_seconds']:.1f} s of audio; audio seconds per second, "
+           "end to end (decode + log-mel + model), best of the timed passes:", ""]
+    out += summary(runs)
+    for run in runs:
+        out += ["", f"`{run['info']['command']}`", ""] + detail(run)
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
