@@ -8,9 +8,9 @@ thread pools), best of ``--runs`` passes:
   s3tok fp32 and bf16 with the batching policy of ``s3tok tokenize``
   the public ``s3tokenizer`` package at batch 1 and 32, when it is importable
 
-Reports audio seconds per second (RTF), tokens/s, peak memory (max RSS of the engine's process while it tokenizes, after loading and a warm-up clip), useful
-model GFLOP/s against this machine's fp32 matmul peak measured in the same run, and each row's miss rate
-against onnxruntime batch 1. Writes ``--json`` and prints a markdown table.
+Reports audio seconds per second (RTF), tokens/s, peak memory (max RSS of the engine's process while it
+tokenizes, after loading and a warm-up clip), useful model GFLOP/s against this machine's fp32 matmul peak
+measured in the same run, and each row's miss rate against onnxruntime batch 1. Writes ``--json`` and prints a markdown table.
 
   s3tok export-onnx --random-init --version speech_tokenizer_v2_25hz /tmp/v2.onnx   # official size
   python tools/bench.py --model /tmp/v2.onnx --wav_dir ../shared/reference/audio --threads 2 --json bench.json
