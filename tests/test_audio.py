@@ -36,12 +36,16 @@ def test_waveform_matches_reference(ref, utt):
 
 @pytest.mark.parametrize("utt", FRONT_END_CLIPS)
 def test_log_mel_matches_reference(ref, utt):
+    """Log-mel within 1e-4 of ``expected/<utt>.mel.npy``. torch.stft's FFT rounds differently on different
+    CPUs: 0 error on the AMD EPYC these were first checked on, up to 3.9e-5 on an Intel Xeon (AVX-512, AMX),
+    where computing the mel product in float64 changes nothing; the reference README gives 3e-5 for a float64
+    numpy STFT. Such differences can only move near-ties, which the token tests watch."""
     mel = log_mel_spectrogram(load_audio(str(_clip_path(ref, utt))))
     expected = np.load(ref / "expected" / f"{utt}.mel.npy")
     assert mel.shape == expected.shape
     err = float(np.abs(mel.numpy() - expected).max())
     print(f"{utt}: max abs log-mel error {err:.2e}")
-    assert err <= 1e-5
+    assert err <= 1e-4
 
 
 def test_every_reference_clip_has_expected_frame_count(ref):
