@@ -78,3 +78,20 @@ def test_plain_linear_path(name, ref, ref_models, ref_mels, monkeypatch):
     codes, code_lens = model.quantize(mels, lens)
     got = {u: codes[i, :code_lens[i]].tolist() for i, u in enumerate(ref_mels)}
     compare(name, got, expected, ties, "plain linear")
+
+
+@pytest.mark.parametrize("batch_size,max_frames", [(1, 48000), (3, 2000), (16, 48000), (64, 200000)])
+def test_tokenize_batching_policy_never_changes_tokens(batch_size, max_frames, ref, ref_models):
+    """The length-sorted, frame-budget batches of ``s3tok tokenize`` (decode, mel, windows of the long clips
+    packed with short items) give the expected tokens whatever the batch size and budget."""
+    from s3tok.data import read_wav_scp
+    from s3tok.pipeline import run_tokenize
+
+    entries = read_wav_scp(ref / "wav.scp")
+    name = "speech_tokenizer_v3_25hz"
+    expected, ties = load_expected(ref, name)
+    got, failed = {}, []
+    run_tokenize(ref_models[name], entries, got.__setitem__, lambda k, r: failed.append((k, r)),
+                 batch_size=batch_size, max_frames_per_batch=max_frames, base_dir=ref, progress=False)
+    assert not failed and list(got) == [e.key for e in entries]
+    compare(name, got, expected, ties, f"tokenize batch_size {batch_size}, {max_frames} frames")
