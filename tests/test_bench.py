@@ -39,3 +39,23 @@ def test_bench_report_rejects_other_json(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_report.py"), str(bad)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "not a tools/bench.py --json result" in proc.stderr
+
+
+def test_frame_count_measures_padding(ref):
+    """The tokenizer counts the mel frames it ran with and without padding (the bench's padding column)."""
+    import torch
+
+    import s3tok
+    from s3tok.audio import padding
+    from s3tok.model.tokenizer import FrameCount
+
+    model = s3tok.load_model(ref / "models" / "speech_tokenizer_v2_25hz.onnx")
+    mels = [torch.randn(128, 300), torch.randn(128, 250), torch.randn(128, 7000)]
+    x, lens = padding(mels)
+    model.frame_count = FrameCount()
+    model.quantize(x, lens, max_frames_per_forward=6000)
+    # 7000 frames: windows 0..3000, 2600..5600, 5200..7000 (1800); budget 6000 -> [3000, 3000], [1800],
+    # [300, 250] (250 >= 0.75 * 300: packed together, 50 frames of padding)
+    assert model.frame_count.useful == 300 + 250 + 3000 + 3000 + 1800
+    assert model.frame_count.computed == 2 * 3000 + 1800 + 2 * 300
+    assert abs(model.frame_count.overhead - 8400 / 8350) < 1e-12

@@ -10,7 +10,8 @@ thread pools), best of ``--runs`` passes:
 
 Reports audio seconds per second (RTF), tokens/s, peak memory (max RSS of the engine's process while it
 tokenizes, after loading and a warm-up clip), useful model GFLOP/s against this machine's fp32 matmul peak
-measured in the same run, and each row's miss rate against onnxruntime batch 1. Writes ``--json`` and prints a markdown table.
+measured in the same run, the mel frames the model computed over those it needed (padding overhead; long
+files are counted window by window), and each row's miss rate against onnxruntime batch 1. Writes ``--json`` and prints a markdown table.
 
   s3tok export-onnx --random-init --version speech_tokenizer_v2_25hz /tmp/v2.onnx   # official size
   python tools/bench.py --model /tmp/v2.onnx --wav_dir ../shared/reference/audio --threads 2 --json bench.json
@@ -73,21 +74,24 @@ def _ort_engine(args, threads):
 
     def run(entries):
         return {e.key: onnx_tokens(sess, featurize(e).mel, config) for e in entries}
-    return run
+    return run, lambda: 1.0  # batch 1: every window alone, no padding
 
 
 def _s3tok_engine(args, dtype):
     import s3tok
     from s3tok.pipeline import run_tokenize
 
+    from s3tok.model.tokenizer import FrameCount
+
     model = s3tok.load_model(args.model, dtype=dtype)
 
     def run(entries):
         got: Dict[str, List[int]] = {}
+        model.frame_count = FrameCount()
         run_tokenize(model, entries, lambda k, t: got.__setitem__(k, t), lambda k, r: None,
                      batch_size=args.batch_size, max_frames_per_batch=args.max_frames_per_batch, progress=False)
         return got
-    return run
+    return run, lambda: model.frame_count.overhead
 
 
 def _s3tokenizer_engine(args, batch):
@@ -96,18 +100,22 @@ def _s3tokenizer_engine(args, batch):
     from s3tok.pipeline import featurize
 
     model = s3tokenizer.load_model(args.model)
+    frames = [0, 0]  # mel frames given to the model: the items' own, and with padding
 
     def run(entries):
         out = {}
+        frames[:] = [0, 0]
         for i in range(0, len(entries), batch):
             chunk = entries[i:i + batch]
             mels = [featurize(e).mel for e in chunk]
             x, lens = s3tokenizer.padding(mels)
+            frames[0] += int(lens.sum())
+            frames[1] += x.shape[0] * x.shape[-1]
             codes, clens = model.quantize(x, lens)
             for j, e in enumerate(chunk):
                 out[e.key] = codes[j, :clens[j]].tolist()
         return out
-    return run
+    return run, lambda: frames[1] / max(1, frames[0])
 
 
 def run_engine(args) -> Dict[str, object]:
@@ -116,11 +124,11 @@ def run_engine(args) -> Dict[str, object]:
     entries = _entries(args)
     name = args.engine
     if name in ("ort-1", "ort-N"):
-        run = _ort_engine(args, 1 if name == "ort-1" else args.threads)
+        run, overhead = _ort_engine(args, 1 if name == "ort-1" else args.threads)
     elif name.startswith("s3tok-"):
-        run = _s3tok_engine(args, torch.bfloat16 if name.endswith("bf16") else torch.float32)
+        run, overhead = _s3tok_engine(args, torch.bfloat16 if name.endswith("bf16") else torch.float32)
     else:
-        run = _s3tokenizer_engine(args, int(name.split("-")[1]))
+        run, overhead = _s3tokenizer_engine(args, int(name.split("-")[1]))
     run(entries[:1])  # warm-up on one clip
     reset_peak_rss()
     walls, tokens = [], {}
@@ -128,7 +136,8 @@ def run_engine(args) -> Dict[str, object]:
         t0 = time.perf_counter()
         tokens = run(entries)
         walls.append(time.perf_counter() - t0)
-    return {"wall": min(walls), "walls": walls, "tokens": tokens, "peak_rss_mb": peak_rss_mb()}
+    return {"wall": min(walls), "walls": walls, "tokens": tokens, "peak_rss_mb": peak_rss_mb(),
+            "padding_overhead": overhead()}
 
 
 def machine_name() -> str:
@@ -272,7 +281,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ntok = sum(len(v) for v in r["tokens"].values())
         gflops = model_flops / wall / 1e9
         rows.append({"engine": name, "wall_s": wall, "rtf": seconds / wall, "tokens_per_s": ntok / wall,
-                     "peak_rss_mb": r["peak_rss_mb"], "gflops": gflops, "pct_of_peak": 100 * gflops / peak["fp32_peak"],
+                     "peak_rss_mb": r["peak_rss_mb"], "padding_overhead": r["padding_overhead"],
+                     "gflops": gflops, "pct_of_peak": 100 * gflops / peak["fp32_peak"],
                      "miss_rate": miss_rate(r["tokens"], ref) if ref else None})
     info = {"date": datetime.date.today().isoformat(), "machine": machine_name(), "threads": args.threads, "model": args.model,
             "version": config.version, "width": config.width, "depth": config.depth, "clips": len(entries),
@@ -287,12 +297,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     lines = [f"{config.version} (width {config.width}, {config.depth} blocks), {len(entries)} clips = {seconds:.1f} s, "
              f"{info['gflop_per_audio_second']:.2f} GFLOP per audio second; {args.threads} threads; "
              f"fp32 matmul peak {peak['fp32_peak']:.0f} GFLOP/s (bf16 {peak['torch_bf16']:.0f})",
-             "", "| engine | audio s/s | tokens/s | GFLOP/s | % of fp32 peak | peak RSS MB | miss rate vs ORT bs1 |",
-             "|---|---|---|---|---|---|---|"]
+             "", "| engine | audio s/s | tokens/s | GFLOP/s | % of fp32 peak | peak RSS MB | computed / useful frames | miss rate vs ORT bs1 |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         miss = "reference" if r["engine"] == "ort-1" else ("-" if r["miss_rate"] is None else f"{100 * r['miss_rate']:.3f} %")
         lines.append(f"| {labels.get(r['engine'], r['engine'])} | {r['rtf']:.1f} | {r['tokens_per_s']:.0f} | "
-                     f"{r['gflops']:.0f} | {r['pct_of_peak']:.0f} % | {r['peak_rss_mb']:.0f} | {miss} |")
+                     f"{r['gflops']:.0f} | {r['pct_of_peak']:.0f} % | {r['peak_rss_mb']:.0f} | {r['padding_overhead']:.2f} | "
+                     f"{miss} |")
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -26,6 +27,18 @@ def group_segments(segments: Sequence[Segment], max_frames: int, max_items: int 
     return pack_by_length(ordered, lambda s: s.length, max_frames, max_items)
 
 
+@dataclass
+class FrameCount:
+    """Mel frames the encoder ran on: ``useful`` (the segments' own) and ``computed`` (with padding)."""
+    useful: int = 0
+    computed: int = 0
+
+    @property
+    def overhead(self) -> float:
+        """computed / useful: 1.0 means no padding was computed."""
+        return self.computed / self.useful if self.useful else 1.0
+
+
 class S3Tokenizer(nn.Module):
     """One of CosyVoice's S3 speech tokenizers in PyTorch.
 
@@ -44,6 +57,7 @@ class S3Tokenizer(nn.Module):
         self.compute_dtype = torch.float32
         self.max_frames_per_forward = DEFAULT_MAX_FRAMES_PER_FORWARD
         self.source = ""  # where the weights came from (file path or name), for logs and provenance
+        self.frame_count = FrameCount()  # what quantize() ran, for speed reports; reset by assigning a new one
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -131,6 +145,8 @@ class S3Tokenizer(nn.Module):
                 batch[j, :, :seg.length] = mels[seg.item, :, seg.start:seg.start + seg.length]
             lens = torch.tensor([s.length for s in group], dtype=torch.int64)
             codes, _ = self.forward_segments(batch, lens)
+            self.frame_count.useful += sum(s.length for s in group)
+            self.frame_count.computed += len(group) * longest
             whole = [j for j, seg in enumerate(group) if len(per_item[seg.item]) == 1]
             if whole:  # items of at most 30 s: one indexed copy, zeros past each length
                 n = min(codes.shape[1], out.shape[1])
