@@ -16,6 +16,7 @@ from .data import WavEntry, open_wav_entry
 from .data.ark import read_float_matrix
 from .data.sources import Utterance
 from .model import S3Tokenizer
+from .model.tokenizer import default_max_frames
 from .model.packing import pack_by_length
 
 logger = logging.getLogger(__name__)
@@ -99,10 +100,12 @@ def make_batches(items: Sequence[Features], batch_size: int, max_frames_per_batc
     return pack_by_length(items, lambda f: f.mel.shape[-1], max_frames_per_batch, batch_size)
 
 
-def tokenize_batch(model: S3Tokenizer, batch: Sequence[Features]) -> List[List[int]]:
-    """Tokens of each item of one batch."""
+def tokenize_batch(model: S3Tokenizer, batch: Sequence[Features],
+                   max_frames: Optional[int] = None) -> List[List[int]]:
+    """Tokens of each item of one batch; windows of long items go at most ``max_frames`` padded frames
+    per forward pass (default: what suits the model's device)."""
     mels, lens = padding([f.mel for f in batch])
-    codes, code_lens = model.quantize(mels, lens)
+    codes, code_lens = model.quantize(mels, lens, max_frames_per_forward=max_frames)
     codes = codes.cpu()
     return [codes[i, :int(n)].tolist() for i, n in enumerate(code_lens.tolist())]
 
@@ -110,14 +113,17 @@ def tokenize_batch(model: S3Tokenizer, batch: Sequence[Features]) -> List[List[i
 def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
                  write_tokens: Callable[[str, List[int]], None],
                  write_failure: Callable[[str, str], None],
-                 batch_size: int = 16, max_frames_per_batch: int = 48000, chunk_size: int = 0,
+                 batch_size: int = 16, max_frames_per_batch: Optional[int] = None, chunk_size: int = 0,
                  num_workers: int = 2, base_dir=None, device: Optional[torch.device] = None,
                  progress: bool = True) -> RunStats:
     """Tokenize ``entries``: decode/mel in ``num_workers`` threads a chunk ahead, batch by length, write.
 
     Every entry ends in exactly one of ``write_tokens`` or ``write_failure`` (key, one-line reason);
-    tokens are written in the order of ``entries``.
+    tokens are written in the order of ``entries``. ``max_frames_per_batch`` bounds the padded mel frames of
+    one forward pass, short items and windows of long ones alike (default: ``default_max_frames`` of the
+    model's device).
     """
+    max_frames_per_batch = max_frames_per_batch or default_max_frames(model.device)
     stats = RunStats()
     chunk_size = chunk_size or max(batch_size * 8, 64)
     chunks = [entries[i:i + chunk_size] for i in range(0, len(entries), chunk_size)]
@@ -148,13 +154,13 @@ def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
                     fail(entry.key, one_line(e))
             for batch in make_batches(feats, batch_size, max_frames_per_batch):
                 try:
-                    results = [(f, toks) for f, toks in zip(batch, tokenize_batch(model, batch))]
+                    results = list(zip(batch, tokenize_batch(model, batch, max_frames_per_batch)))
                 except Exception as e:  # noqa: BLE001 - retry one by one to isolate the bad item
                     logger.warning("batch of %d failed (%s); retrying its items one by one", len(batch), one_line(e))
                     results = []
                     for f in batch:
                         try:
-                            results.append((f, tokenize_batch(model, [f])[0]))
+                            results.append((f, tokenize_batch(model, [f], max_frames_per_batch)[0]))
                         except Exception as e1:  # noqa: BLE001
                             fail(f.key, one_line(e1))
                 for f, toks in results:

@@ -106,7 +106,7 @@ def _same_maker(files: JobFiles, made_by: Dict[str, object]) -> bool:
 
 
 def run_job(model: S3Tokenizer, utts: Sequence[Utterance], files: JobFiles, *, dtype: torch.dtype,
-            batch_size: int = 16, max_frames_per_batch: int = 48000, num_workers: int = 2,
+            batch_size: int = 16, max_frames_per_batch: Optional[int] = None, num_workers: int = 2,
             base_dir: Union[None, str, os.PathLike] = None, device: Optional[torch.device] = None,
             progress: bool = True, resume: bool = True) -> RunStats:
     """Tokenize ``utts`` into ``files``; skip the whole job when its marker says it is done."""

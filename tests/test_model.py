@@ -120,6 +120,20 @@ def test_long_item_mixed_with_short_items_and_forward_bound():
         assert codes[i, :code_lens[i]].tolist() == alone[0, :alen[0]].tolist()
 
 
+def test_default_forward_bound_follows_the_device():
+    """Without a bound, a CPU model runs at most 2 windows (6000 padded frames) per forward pass."""
+    from s3tok.model.tokenizer import default_max_frames
+
+    assert default_max_frames("cpu") == 6000 and default_max_frames(torch.device("cuda", 1)) == 48000
+    model = random_model("speech_tokenizer_v2_25hz")
+    mels = torch.rand(1, 128, 20000) * 2 - 1
+    calls = []
+    orig = model.forward_segments
+    model.forward_segments = lambda m, n: calls.append(tuple(m.shape)) or orig(m, n)
+    model.quantize(mels, torch.tensor([20000]))
+    assert max(b * t for b, _, t in calls) == 6000 and sum(b for b, _, _ in calls) == 8  # 8 windows
+
+
 def test_bad_inputs_are_named():
     model = random_model("speech_tokenizer_v1")
     with pytest.raises(ValueError, match=r"mels must be \[B, 128, T\]"):

@@ -24,8 +24,8 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _miss(row: Dict[str, object]) -> str:
-    if row["engine"] == "ort-1":
+def _miss(row: Dict[str, object], reference: str = "ort-1") -> str:
+    if row["engine"] == reference:
         return "reference"
     return "-" if row.get("miss_rate") is None else f"{100 * float(row['miss_rate']):.3f} %"
 
@@ -46,7 +46,7 @@ def summary(runs: List[Dict[str, object]]) -> List[str]:
         cells = [f"{rows[e]['rtf']:.1f}" if e in rows else "-" for e in engines]
         fp32, bf16 = rows.get("s3tok-fp32"), rows.get("s3tok-bf16")
         pct = f"{fp32['pct_of_peak']:.0f} %" if fp32 else "-"
-        miss = " / ".join(_miss(r) if r else "-" for r in (fp32, bf16))
+        miss = " / ".join(_miss(r, info.get("reference", "ort-1")) if r else "-" for r in (fp32, bf16))
         lines.append(f"| {info['version']} | {info['gflop_per_audio_second']:.1f} | " + " | ".join(cells)
                      + f" | {pct} | {miss} |")
     return lines
@@ -55,6 +55,7 @@ def summary(runs: List[Dict[str, object]]) -> List[str]:
 def detail(run: Dict[str, object]) -> List[str]:
     """The full table of one model, as tools/bench.py prints it."""
     info, peak = run["info"], run["info"]["peak"]
+    reference = info.get("reference", "ort-1")
     lines = [f"**{info['version']}** (width {info['width']}, {info['depth']} blocks): {info['clips']} clips = "
              f"{info['audio_seconds']:.1f} s; fp32 matmul peak {peak['fp32_peak']:.0f} GFLOP/s "
              f"(bf16 {peak['torch_bf16']:.0f})", "",
@@ -63,7 +64,7 @@ def detail(run: Dict[str, object]) -> List[str]:
     for r in run["rows"]:
         label = LABELS.get(r["engine"], r["engine"]).format(threads=info["threads"])
         lines.append(f"| {label} | {r['rtf']:.1f} | {r['tokens_per_s']:.0f} | {r['gflops']:.0f} | "
-                     f"{r['pct_of_peak']:.0f} % | {r['peak_rss_mb']:.0f} | {_overhead(r)} | {_miss(r)} |")
+                     f"{r['pct_of_peak']:.0f} % | {r['peak_rss_mb']:.0f} | {_overhead(r)} | {_miss(r, reference)} |")
     return lines
 
 

@@ -39,8 +39,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_jobs", type=int, default=0, help="split the input into this many contiguous shards")
     p.add_argument("--job", type=int, default=0, help="which shard (1-based) this process does")
     p.add_argument("--batch_size", type=int, default=16, help="most utterances per batch")
-    p.add_argument("--max_frames_per_batch", type=int, default=48000,
-                   help="most padded mel frames per batch (100 frames = 1 s)")
+    p.add_argument("--max_frames_per_batch", type=int, default=None,
+                   help="most padded mel frames per forward pass (100 frames = 1 s; default 6000 on CPU, "
+                        "48000 on GPU)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--num_workers", type=int, default=2, help="decoding threads")

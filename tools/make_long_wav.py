@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Write one long 16 kHz mono wav made of real speech clips laid end to end, for long-audio benchmarks.
+
+  python tools/make_long_wav.py --minutes 60 --out /tmp/long/hour.wav ../shared/reference/audio
+  python tools/bench.py --model /tmp/v2.onnx --wav_dir /tmp/long --threads 2 --runs 1 \
+      --engines ort-N,s3tok-fp32,s3tok-bf16
+
+The clips (any rate, channels, format s3tok reads) are decoded and resampled with s3tok's front end,
+separated by 0.3 s of silence and repeated in sorted order until the length is reached; the file is written
+as 16-bit PCM, atomically.
+"""
+import argparse
+import logging
+import sys
+from typing import Optional, Sequence
+
+import numpy as np
+
+logger = logging.getLogger("make_long_wav")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("audio_dir", help="folder of clips to repeat")
+    p.add_argument("--minutes", type=float, default=60.0, help="length of the output")
+    p.add_argument("--out", required=True, help="wav file to write")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    import io
+
+    import soundfile as sf
+
+    from s3tok.audio import SAMPLE_RATE, load_audio
+    from s3tok.data import scan_audio_dir
+    from s3tok.fsutil import atomic_write_bytes
+
+    clips = [load_audio(e.location).numpy() for e in scan_audio_dir(args.audio_dir)]
+    if not clips or args.minutes <= 0:
+        logger.error("%s: no audio found, or --minutes %s is not positive", args.audio_dir, args.minutes)
+        return 1
+    gap = np.zeros(int(0.3 * SAMPLE_RATE), dtype=np.float32)
+    want = int(args.minutes * 60 * SAMPLE_RATE)
+    parts, have, i = [], 0, 0
+    while have < want:
+        piece = np.concatenate([clips[i % len(clips)], gap])
+        parts.append(piece)
+        have += len(piece)
+        i += 1
+    audio = np.clip(np.concatenate(parts)[:want], -1.0, 1.0)
+    buf = io.BytesIO()
+    sf.write(buf, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    atomic_write_bytes(args.out, buf.getvalue())
+    logger.info("%s: %.1f min of speech from %d clips (%d pieces)", args.out, want / SAMPLE_RATE / 60, len(clips), i)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
