@@ -71,10 +71,14 @@ def rotary_table(positions: int, dim: int, theta: float, device=None) -> Tuple[T
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """``x * cos + rotate_half(x) * sin`` on ``x [B, T, H, Dh]`` with tables ``[T, Dh]``."""
+    """``x * cos + rotate_half(x) * sin`` on ``x [B, T, H, Dh]`` with tables ``[T, Dh]``, where
+    ``rotate_half(x) = [-x2, x1]``; two passes over ``x`` and no temporaries."""
     half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos[:, None, :] + rotated * sin[:, None, :]
+    out = x * cos[:, None, :]
+    s = sin[:, None, :half]  # the table repeats the frequencies: both halves have the same sines
+    out[..., :half].addcmul_(x[..., half:], s, value=-1.0)
+    out[..., half:].addcmul_(x[..., :half], s)
+    return out
 
 
 class Attention(nn.Module):
