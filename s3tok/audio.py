@@ -162,6 +162,9 @@ def _hann(device: torch.device) -> torch.Tensor:
     return torch.hann_window(N_FFT, device=device)
 
 
+MEL_CHUNK_FRAMES = 3000  # log-mel frames computed at a time (30 s)
+
+
 def mel_frames(num_samples: int) -> int:
     """Log-mel frames of ``num_samples`` 16 kHz samples (the last STFT frame is dropped)."""
     return num_samples // HOP_LENGTH
@@ -207,10 +210,21 @@ def log_mel_spectrogram(audio: Union[str, os.PathLike, np.ndarray, torch.Tensor]
     if padding > 0:
         audio = torch.nn.functional.pad(audio, (0, padding))
     _check_length(audio.shape[-1])
-    stft = torch.stft(audio, N_FFT, HOP_LENGTH, window=_hann(audio.device), return_complex=True)
-    power = stft[..., :-1].abs() ** 2
-    mel = _mel_filters(audio.device, n_mels) @ power
-    return _log_compress(mel)
+    frames = mel_frames(audio.shape[-1])
+    half = N_FFT // 2
+    padded = torch.nn.functional.pad(audio[None, None], (half, half), mode="reflect")[0, 0]
+    filters, window = _mel_filters(audio.device, n_mels), _hann(audio.device)
+    out = torch.empty((n_mels, frames), dtype=torch.float32, device=audio.device)
+    # Chunk by chunk, so that an hour of audio needs no 600 MB complex spectrum; every frame's FFT and
+    # mel product is the same arithmetic as in one whole-utterance STFT (bit for bit, checked in the tests).
+    for start in range(0, frames, MEL_CHUNK_FRAMES):
+        end = min(frames, start + MEL_CHUNK_FRAMES)
+        piece = padded[start * HOP_LENGTH:(end - 1) * HOP_LENGTH + N_FFT]
+        stft = torch.stft(piece, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True)
+        out[:, start:end] = filters @ (stft.abs() ** 2)
+    out.clamp_(min=1e-10).log10_()
+    torch.maximum(out, out.max() - 8.0, out=out)
+    return out.add_(4.0).div_(4.0)
 
 
 def log_mel_batch(wavs: Sequence[torch.Tensor], n_mels: int = 128,

@@ -207,3 +207,17 @@ def test_nan_audio_error(tmp_path):
 def test_too_short_for_mel():
     with pytest.raises(ValueError, match="too short"):
         log_mel_spectrogram(torch.zeros(150))
+
+
+def test_chunked_log_mel_equals_one_whole_stft():
+    """Long audio is turned into log-mel 30 s at a time; the result equals one STFT over the whole
+    waveform bit for bit, also where a chunk boundary falls (here 2 boundaries, 72.5 s)."""
+    from s3tok.audio import HOP_LENGTH, MEL_CHUNK_FRAMES, N_FFT, _hann, _mel_filters
+
+    torch.manual_seed(0)
+    audio = torch.randn(int(72.5 * 16000)) * 0.1 * torch.sin(torch.arange(int(72.5 * 16000)) / 3000.0)
+    assert audio.shape[0] // HOP_LENGTH > 2 * MEL_CHUNK_FRAMES
+    stft = torch.stft(audio, N_FFT, HOP_LENGTH, window=_hann(audio.device), return_complex=True)
+    log_spec = torch.clamp(_mel_filters(audio.device, 128) @ (stft[..., :-1].abs() ** 2), min=1e-10).log10()
+    whole = (torch.maximum(log_spec, log_spec.max() - 8.0) + 4.0) / 4.0
+    assert torch.equal(log_mel_spectrogram(audio), whole)
