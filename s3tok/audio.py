@@ -62,7 +62,7 @@ def load_audio(source: AudioSource, sr: int = SAMPLE_RATE) -> torch.Tensor:
 
 def to_mono(audio: torch.Tensor, rate: int, sr: int = SAMPLE_RATE, name: str = "audio") -> torch.Tensor:
     """Channel mean of ``[channels, samples]`` (before resampling, as CosyVoice), checked finite, at ``sr``."""
-    audio = audio.mean(dim=0)
+    audio = audio[0] if audio.shape[0] == 1 else audio.mean(dim=0)  # one channel: the same values, no copy
     if not torch.isfinite(audio).all():
         raise AudioError(f"{name}: audio contains NaN or infinite samples")
     if rate != sr:
