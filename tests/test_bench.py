@@ -27,7 +27,9 @@ def test_bench_harness_smoke(ref, tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert report.returncode == 0, report.stderr[-3000:]
     lines = report.stdout.splitlines()
-    assert lines[0].startswith(f"Measured {result['info']['date']} on {result['info']['machine']}, 1 threads")
+    info = result["info"]
+    assert info["source"]  # a commit in a checkout, else the package version
+    assert lines[0].startswith(f"Measured {info['date']} with s3tok {info['source']} on {info['machine']}, 1 threads")
     summary = [line for line in lines if line.startswith("| speech_tokenizer_v1_25hz |")]
     assert len(summary) == 2 and "0.000 % / -" in summary[0]  # fp32 exact, no bf16 row in this run
     assert report.stdout.count(result["info"]["command"]) == 2

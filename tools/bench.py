@@ -160,6 +160,20 @@ def machine_name() -> str:
     return f"{model} ({', '.join([f'{os.cpu_count()} CPUs', *ext])})"
 
 
+def source_version() -> str:
+    """The checkout's commit (``-dirty`` with uncommitted changes), or the package version outside git."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        rev = subprocess.run(["git", "-C", root, "describe", "--always", "--dirty"], capture_output=True,
+                             text=True, timeout=10)
+        if rev.returncode == 0 and rev.stdout.strip():
+            return rev.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    from s3tok.version import __version__
+    return __version__
+
+
 def reset_peak_rss() -> None:
     """Start VmHWM afresh (Linux >= 4.0), so that the peak covers tokenizing, not loading or converting."""
     try:
@@ -285,7 +299,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      "peak_rss_mb": r["peak_rss_mb"], "padding_overhead": r["padding_overhead"],
                      "gflops": gflops, "pct_of_peak": 100 * gflops / peak["fp32_peak"],
                      "miss_rate": miss_rate(r["tokens"], ref) if ref else None})
-    info = {"date": datetime.date.today().isoformat(), "machine": machine_name(), "threads": args.threads, "model": args.model,
+    info = {"date": datetime.date.today().isoformat(), "machine": machine_name(), "source": source_version(), "threads": args.threads, "model": args.model,
             "version": config.version, "width": config.width, "depth": config.depth, "clips": len(entries), "reference": ref_name,
             "audio_seconds": seconds, "gflop_per_audio_second": model_flops / seconds / 1e9, "peak": peak,
             "command": " ".join(["python tools/bench.py", *(argv if argv is not None else sys.argv[1:])])}

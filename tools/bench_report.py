@@ -80,7 +80,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 1
         runs.append(run)
     first = runs[0]["info"]
-    out = [f"Measured {first['date']} on {first['machine']}, {first['threads']} threads, no GPU; "
+    source = f" with s3tok {first['source']}" if first.get("source") else ""
+    out = [f"Measured {first['date']}{source} on {first['machine']}, {first['threads']} threads, no GPU; "
            f"{first['clips']} clips = {first['audio_seconds']:.1f} s of audio; audio seconds per second, "
            "end to end (decode + log-mel + model), best of the timed passes:", ""]
     out += summary(runs)
