@@ -131,7 +131,9 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from s3tok.logging_setup import setup_logging
+
+    setup_logging()
     if args.ddp:
         run_ddp(args, args.out_dir)
         return 0

@@ -253,7 +253,9 @@ def miss_rate(got: Dict[str, List[int]], ref: Dict[str, List[int]]) -> float:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from s3tok.logging_setup import setup_logging
+
+    setup_logging()
     if args.engine:
         result = run_engine(args)
         with open(args.result, "w") as f:

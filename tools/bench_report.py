@@ -70,7 +70,9 @@ def detail(run: Dict[str, object]) -> List[str]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from s3tok.logging_setup import setup_logging
+
+    setup_logging()
     runs = []
     for path in args.results:
         with open(path) as f:

@@ -81,7 +81,9 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from s3tok.logging_setup import setup_logging
+
+    setup_logging()
     lines = make(Path(args.out))
     logger.info("%d utterances under %s", len(lines), args.out)
     return 0
