@@ -48,6 +48,7 @@ class RunStats:
     failed: int = 0
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
+    input_wait_seconds: float = 0.0  # the model idle, waiting for decoded audio and log-mels
     failures: List[Failure] = field(default_factory=list)
 
     @property
@@ -148,10 +149,12 @@ def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
             feats: List[Features] = []
             done: dict = {}
             for entry, fut in current:
+                waited = time.perf_counter()
                 try:
                     feats.append(fut.result())
                 except Exception as e:  # noqa: BLE001 - any decode problem is this utterance's failure
                     fail(entry.key, one_line(e))
+                stats.input_wait_seconds += time.perf_counter() - waited
             for batch in make_batches(feats, batch_size, max_frames_per_batch):
                 try:
                     results = list(zip(batch, tokenize_batch(model, batch, max_frames_per_batch)))

@@ -21,6 +21,7 @@ def test_bench_harness_smoke(ref, tmp_path):
     assert set(rows) == {"ort-1", "s3tok-fp32"}
     assert rows["s3tok-fp32"]["miss_rate"] == 0.0
     assert all(r["rtf"] > 0 and r["peak_rss_mb"] > 0 for r in rows.values())
+    assert 0 <= rows["s3tok-fp32"]["input_wait_share"] < 1 and rows["ort-1"]["input_wait_share"] is None
     assert result["info"]["peak"]["fp32_peak"] > 0 and result["info"]["gflop_per_audio_second"] > 0
     assert "| s3tok fp32 (tokenize batching) |" in proc.stdout
     report = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_report.py"), str(out), str(out)],

@@ -34,6 +34,10 @@ def _overhead(row: Dict[str, object]) -> str:
     return "-" if row.get("padding_overhead") is None else f"{float(row['padding_overhead']):.2f}"
 
 
+def _wait(row: Dict[str, object]) -> str:
+    return "-" if row.get("input_wait_share") is None else f"{100 * float(row['input_wait_share']):.1f} %"
+
+
 def summary(runs: List[Dict[str, object]]) -> List[str]:
     """One line per model: RTF of each engine, s3tok's share of the fp32 peak and bf16 miss rate."""
     engines = [e for e in LABELS if any(r["engine"] == e for run in runs for r in run["rows"])]
@@ -60,11 +64,11 @@ def detail(run: Dict[str, object]) -> List[str]:
              f"{info['audio_seconds']:.1f} s; fp32 matmul peak {peak['fp32_peak']:.0f} GFLOP/s "
              f"(bf16 {peak['torch_bf16']:.0f})", "",
              "| engine | audio s/s | tokens/s | GFLOP/s | % of fp32 peak | peak RSS MB | computed / useful frames "
-             "| miss rate vs ORT bs1 |", "|---|---|---|---|---|---|---|---|"]
+             "| model waits for input | miss rate vs ORT bs1 |", "|---|---|---|---|---|---|---|---|---|"]
     for r in run["rows"]:
         label = LABELS.get(r["engine"], r["engine"]).format(threads=info["threads"])
         lines.append(f"| {label} | {r['rtf']:.1f} | {r['tokens_per_s']:.0f} | {r['gflops']:.0f} | "
-                     f"{r['pct_of_peak']:.0f} % | {r['peak_rss_mb']:.0f} | {_overhead(r)} | {_miss(r, reference)} |")
+                     f"{r['pct_of_peak']:.0f} % | {r['peak_rss_mb']:.0f} | {_overhead(r)} | {_wait(r)} | {_miss(r, reference)} |")
     return lines
 
 
