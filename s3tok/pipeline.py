@@ -5,7 +5,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Collection, List, Optional, Sequence, TypeVar, Union
+from typing import Callable, List, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 import torch
@@ -129,32 +129,21 @@ def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
                  write_failure: Callable[[str, str], None],
                  batch_size: int = 16, max_frames_per_batch: Optional[int] = None, chunk_size: int = 0,
                  num_workers: int = 2, base_dir=None, device: Optional[torch.device] = None,
-                 progress: bool = True, skip: Collection[str] = ()) -> RunStats:
+                 progress: bool = True) -> RunStats:
     """Tokenize ``entries``: decode/mel in ``num_workers`` threads a chunk ahead, batch by length, write.
 
-    Every entry not in ``skip`` ends in exactly one of ``write_tokens`` or ``write_failure`` (key, one-line
-    reason); tokens are written in the order of ``entries``. ``max_frames_per_batch`` bounds the padded mel
-    frames of one forward pass, short items and windows of long ones alike (default: ``default_max_frames``
-    of the model's device).
-
-    ``skip``: keys already written by an earlier, interrupted run. A chunk made only of such keys is
-    skipped; any other chunk runs whole, so that every batch is made of the same items as in an
-    uninterrupted run (padding and batch shape change the rounding, and a near-tied token could flip),
-    and only the keys not in ``skip`` are written.
+    Every entry ends in exactly one of ``write_tokens`` or ``write_failure`` (key, one-line reason);
+    tokens are written in the order of ``entries``. ``max_frames_per_batch`` bounds the padded mel frames of
+    one forward pass, short items and windows of long ones alike (default: ``default_max_frames`` of the
+    model's device).
     """
     max_frames_per_batch = max_frames_per_batch or default_max_frames(model.device)
     stats = RunStats()
-    skip = set(skip)
-    chunks = [c for c in ramped_chunks(entries, chunk_size or max(batch_size * 8, 64),
-                                       first=max(1, min(batch_size, 4)))
-              if any(e.key not in skip for e in c)]
+    chunks = ramped_chunks(entries, chunk_size or max(batch_size * 8, 64), first=max(1, min(batch_size, 4)))
     start = time.perf_counter()
-    bar = tqdm(total=sum(1 for c in chunks for e in c if e.key not in skip), unit="utt", disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(total=len(entries), unit="utt", disable=not progress, dynamic_ncols=True)
 
     def fail(key: str, reason: str) -> None:
-        if key in skip:  # written before; its chunk runs again only to keep the batches as they were
-            return
         stats.failed += 1
         stats.failures.append(Failure(key, reason))
         logger.warning("%s: failed: %s", key, reason)
@@ -190,8 +179,6 @@ def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
                         except Exception as e1:  # noqa: BLE001
                             fail(f.key, one_line(e1))
                 for f, toks in results:
-                    if f.key in skip:
-                        continue
                     if not toks:
                         fail(f.key, "model returned no tokens")
                         continue

@@ -131,6 +131,7 @@ def run_job(model: S3Tokenizer, utts: Sequence[Utterance], files: JobFiles, *, d
     atomic_write_text(files.provenance, json.dumps(made_by, indent=1, sort_keys=True) + "\n")
     keys = {u.key for u in utts}
     kept = {k: v for k, v in journal.entries.items() if k in keys}
+    todo = [u for u in utts if u.key not in kept]
     if kept:
         logger.info("resuming: %d of %d utterances already in %s", len(kept), len(utts), files.journal)
     failures: Dict[str, str] = {}
@@ -142,9 +143,9 @@ def run_job(model: S3Tokenizer, utts: Sequence[Utterance], files: JobFiles, *, d
         failures[key] = " ".join(reason.split())
 
     try:
-        stats = run_tokenize(model, utts, write_tokens, write_failure, batch_size=batch_size,
+        stats = run_tokenize(model, todo, write_tokens, write_failure, batch_size=batch_size,
                              max_frames_per_batch=max_frames_per_batch, num_workers=num_workers,
-                             base_dir=base_dir, device=device, progress=progress, skip=kept)
+                             base_dir=base_dir, device=device, progress=progress)
     finally:
         journal.close()
     stats.done += len(kept)
