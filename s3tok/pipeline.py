@@ -5,7 +5,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence, TypeVar, Union
+from typing import Callable, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -22,8 +22,6 @@ from .model.packing import pack_by_length
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-T = TypeVar("T")
-
 MIN_SAMPLES = 200  # the centred STFT reflects 200 samples at each edge
 
 
@@ -113,17 +111,6 @@ def tokenize_batch(model: S3Tokenizer, batch: Sequence[Features],
     return [codes[i, :int(n)].tolist() for i, n in enumerate(code_lens.tolist())]
 
 
-def ramped_chunks(items: Sequence[T], size: int, first: int) -> List[Sequence[T]]:
-    """Contiguous chunks of ``items`` (each item once, in order) growing ``first``, 2 x first, ... up to
-    ``size``: the model starts after a small first chunk is decoded instead of a full one."""
-    out, start, n = [], 0, max(1, min(first, size))
-    while start < len(items):
-        out.append(items[start:start + n])
-        start += n
-        n = min(size, 2 * n)
-    return out
-
-
 def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
                  write_tokens: Callable[[str, List[int]], None],
                  write_failure: Callable[[str, str], None],
@@ -139,7 +126,8 @@ def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
     """
     max_frames_per_batch = max_frames_per_batch or default_max_frames(model.device)
     stats = RunStats()
-    chunks = ramped_chunks(entries, chunk_size or max(batch_size * 8, 64), first=max(1, min(batch_size, 4)))
+    chunk_size = chunk_size or max(batch_size * 8, 64)
+    chunks = [entries[i:i + chunk_size] for i in range(0, len(entries), chunk_size)]
     start = time.perf_counter()
     bar = tqdm(total=len(entries), unit="utt", disable=not progress, dynamic_ncols=True)
 

@@ -95,13 +95,3 @@ def test_tokenize_batching_policy_never_changes_tokens(batch_size, max_frames, r
                  batch_size=batch_size, max_frames_per_batch=max_frames, base_dir=ref, progress=False)
     assert not failed and list(got) == [e.key for e in entries]
     compare(name, got, expected, ties, f"tokenize batch_size {batch_size}, {max_frames} frames")
-
-
-def test_ramped_chunks_are_contiguous_and_exact():
-    from s3tok.pipeline import ramped_chunks
-
-    items = list(range(1000))
-    chunks = ramped_chunks(items, 128, 16)
-    assert [len(c) for c in chunks][:5] == [16, 32, 64, 128, 128]
-    assert [x for c in chunks for x in c] == items
-    assert ramped_chunks([], 128, 16) == [] and ramped_chunks([7], 128, 16) == [[7]]
