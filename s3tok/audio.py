@@ -175,19 +175,18 @@ def _check_length(n: int, what: str = "audio") -> None:
         raise ValueError(f"{what} too short for a log-mel: {n} samples at 16 kHz (need > {N_FFT // 2})")
 
 
-def _log_compress(mel: torch.Tensor, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``log10(max(mel, 1e-10))``, floor at the utterance max - 8, then ``(x + 4) / 4``.
+def _log_compress_(mel: torch.Tensor, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """In place: ``log10(max(mel, 1e-10))``, floor at the utterance max - 8, then ``(x + 4) / 4``.
 
     ``mel`` is ``[n_mels, T]`` or ``[B, n_mels, T]`` with ``valid [B, T]`` marking real frames.
     """
-    log_spec = torch.clamp(mel, min=1e-10).log10()
+    log_spec = mel.clamp_(min=1e-10).log10_()
     if valid is None:
-        log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
+        peak = log_spec.max()
     else:
-        masked = log_spec.masked_fill(~valid[:, None, :], float("-inf"))
-        peak = masked.amax(dim=(1, 2), keepdim=True)
-        log_spec = torch.maximum(log_spec, peak - 8.0)
-    return (log_spec + 4.0) / 4.0
+        peak = log_spec.masked_fill(~valid[:, None, :], float("-inf")).amax(dim=(1, 2), keepdim=True)
+    torch.maximum(log_spec, peak - 8.0, out=log_spec)
+    return log_spec.add_(4.0).div_(4.0)
 
 
 def log_mel_spectrogram(audio: Union[str, os.PathLike, np.ndarray, torch.Tensor], n_mels: int = 128,
@@ -222,9 +221,7 @@ def log_mel_spectrogram(audio: Union[str, os.PathLike, np.ndarray, torch.Tensor]
         piece = padded[start * HOP_LENGTH:(end - 1) * HOP_LENGTH + N_FFT]
         stft = torch.stft(piece, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True)
         out[:, start:end] = filters @ (stft.abs() ** 2)
-    out.clamp_(min=1e-10).log10_()
-    torch.maximum(out, out.max() - 8.0, out=out)
-    return out.add_(4.0).div_(4.0)
+    return _log_compress_(out)
 
 
 def log_mel_batch(wavs: Sequence[torch.Tensor], n_mels: int = 128,
@@ -253,7 +250,7 @@ def log_mel_batch(wavs: Sequence[torch.Tensor], n_mels: int = 128,
     power = stft[..., :t_max].abs() ** 2
     mel = _mel_filters(dev, n_mels) @ power
     valid = torch.arange(t_max, device=dev)[None, :] < lens.to(dev)[:, None]
-    out = _log_compress(mel, valid)
+    out = _log_compress_(mel, valid)
     return out.masked_fill(~valid[:, None, :], 0.0), lens
 
 
