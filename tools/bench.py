@@ -11,7 +11,8 @@ thread pools), best of ``--runs`` passes:
 Reports audio seconds per second (RTF), tokens/s, peak memory (max RSS of the engine's process while it
 tokenizes, after loading and a warm-up clip), useful model GFLOP/s against this machine's fp32 matmul peak
 measured in the same run, the mel frames the model computed over those it needed (padding overhead; long
-files are counted window by window), and each row's miss rate against onnxruntime batch 1. Writes ``--json`` and prints a markdown table.
+files are counted window by window), the share of time the model sat idle waiting for input, and each row's
+miss rate against onnxruntime batch 1. Writes ``--json`` and prints a markdown table.
 
   s3tok export-onnx --random-init --version speech_tokenizer_v2_25hz /tmp/v2.onnx   # official size
   python tools/bench.py --model /tmp/v2.onnx --wav_dir ../shared/reference/audio --threads 2 --json bench.json
@@ -32,6 +33,8 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 import torch
+
+from bench_report import table  # tools/, beside this file
 
 logger = logging.getLogger("bench")
 
@@ -54,7 +57,9 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-INPUT_WAIT: List[float] = []  # s3tok rows: share of each pass's wall time the model waited for input
+LABELS = {"ort-1": "onnxruntime fp32 batch 1, 1 thread", "ort-N": "onnxruntime fp32 batch 1, {threads} threads",
+          "s3tok-fp32": "s3tok fp32 (tokenize batching)", "s3tok-bf16": "s3tok bf16 (tokenize batching)",
+          "s3tokenizer-1": "s3tokenizer 0.x batch 1", "s3tokenizer-32": "s3tokenizer 0.x batch 32"}
 
 ENGINES = ["ort-1", "ort-N", "s3tok-fp32", "s3tok-bf16", "s3tokenizer-1", "s3tokenizer-32"]
 
@@ -75,15 +80,15 @@ def _ort_engine(args, threads):
     sess = ort_session(args.model, threads)
 
     def run(entries):
-        return {e.key: onnx_tokens(sess, featurize(e).mel, config) for e in entries}
-    return run, lambda: 1.0  # batch 1: every window alone, no padding
+        tokens = {e.key: onnx_tokens(sess, featurize(e).mel, config) for e in entries}
+        return tokens, {"padding_overhead": 1.0}  # batch 1: every window alone
+    return run
 
 
 def _s3tok_engine(args, dtype):
     import s3tok
-    from s3tok.pipeline import run_tokenize
-
     from s3tok.model.tokenizer import FrameCount
+    from s3tok.pipeline import run_tokenize
 
     model = s3tok.load_model(args.model, dtype=dtype)
 
@@ -93,9 +98,9 @@ def _s3tok_engine(args, dtype):
         stats = run_tokenize(model, entries, lambda k, t: got.__setitem__(k, t), lambda k, r: None,
                              batch_size=args.batch_size, max_frames_per_batch=args.max_frames_per_batch,
                              progress=False)
-        INPUT_WAIT.append(stats.input_wait_seconds / max(stats.wall_seconds, 1e-9))
-        return got
-    return run, lambda: model.frame_count.overhead
+        return got, {"padding_overhead": model.frame_count.overhead,
+                     "input_wait_share": stats.input_wait_seconds / max(stats.wall_seconds, 1e-9)}
+    return run
 
 
 def _s3tokenizer_engine(args, batch):
@@ -104,11 +109,10 @@ def _s3tokenizer_engine(args, batch):
     from s3tok.pipeline import featurize
 
     model = s3tokenizer.load_model(args.model)
-    frames = [0, 0]  # mel frames given to the model: the items' own, and with padding
 
     def run(entries):
         out = {}
-        frames[:] = [0, 0]
+        frames = [0, 0]  # mel frames given to the model: the items' own, and with padding
         for i in range(0, len(entries), batch):
             chunk = entries[i:i + batch]
             mels = [featurize(e).mel for e in chunk]
@@ -118,8 +122,8 @@ def _s3tokenizer_engine(args, batch):
             codes, clens = model.quantize(x, lens)
             for j, e in enumerate(chunk):
                 out[e.key] = codes[j, :clens[j]].tolist()
-        return out
-    return run, lambda: frames[1] / max(1, frames[0])
+        return out, {"padding_overhead": frames[1] / max(1, frames[0])}
+    return run
 
 
 def run_engine(args) -> Dict[str, object]:
@@ -128,22 +132,22 @@ def run_engine(args) -> Dict[str, object]:
     entries = _entries(args)
     name = args.engine
     if name in ("ort-1", "ort-N"):
-        run, overhead = _ort_engine(args, 1 if name == "ort-1" else args.threads)
+        run = _ort_engine(args, 1 if name == "ort-1" else args.threads)
     elif name.startswith("s3tok-"):
-        run, overhead = _s3tok_engine(args, torch.bfloat16 if name.endswith("bf16") else torch.float32)
+        run = _s3tok_engine(args, torch.bfloat16 if name.endswith("bf16") else torch.float32)
     else:
-        run, overhead = _s3tokenizer_engine(args, int(name.split("-")[1]))
+        run = _s3tokenizer_engine(args, int(name.split("-")[1]))
     run(entries[:1])  # warm-up on one clip
     reset_peak_rss()
-    walls, tokens = [], {}
+    walls, passes = [], []
     for _ in range(args.runs):
         t0 = time.perf_counter()
-        tokens = run(entries)
+        passes.append(run(entries))  # (tokens, what the engine measured in this pass)
         walls.append(time.perf_counter() - t0)
     best = walls.index(min(walls))
-    waits = INPUT_WAIT[-len(walls):] if INPUT_WAIT else None
+    tokens, measured = passes[best]
     return {"wall": walls[best], "walls": walls, "tokens": tokens, "peak_rss_mb": peak_rss_mb(),
-            "padding_overhead": overhead(), "input_wait_share": waits[best] if waits else None}
+            "input_wait_share": None, **measured}
 
 
 def machine_name() -> str:
@@ -249,10 +253,6 @@ def measure_peak(threads: int) -> Dict[str, float]:
     return out
 
 
-def _share(x: Optional[float]) -> str:
-    return "-" if x is None else f"{100 * x:.1f} %"
-
-
 def miss_rate(got: Dict[str, List[int]], ref: Dict[str, List[int]]) -> float:
     from s3tok.parity import compare
 
@@ -312,27 +312,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      "input_wait_share": r.get("input_wait_share"),
                      "gflops": gflops, "pct_of_peak": 100 * gflops / peak["fp32_peak"],
                      "miss_rate": miss_rate(r["tokens"], ref) if ref else None})
-    info = {"date": datetime.date.today().isoformat(), "machine": machine_name(), "source": source_version(), "threads": args.threads, "model": args.model,
-            "version": config.version, "width": config.width, "depth": config.depth, "clips": len(entries), "reference": ref_name,
+    info = {"date": datetime.date.today().isoformat(), "machine": machine_name(), "source": source_version(),
+            "threads": args.threads, "model": args.model, "version": config.version, "width": config.width,
+            "depth": config.depth, "clips": len(entries), "reference": ref_name,
             "audio_seconds": seconds, "gflop_per_audio_second": model_flops / seconds / 1e9, "peak": peak,
             "command": " ".join(["python tools/bench.py", *(argv if argv is not None else sys.argv[1:])])}
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"info": info, "rows": rows}, f, indent=1)
-    labels = {"ort-1": "onnxruntime fp32 batch 1, 1 thread", "ort-N": f"onnxruntime fp32 batch 1, {args.threads} threads",
-              "s3tok-fp32": "s3tok fp32 (tokenize batching)", "s3tok-bf16": "s3tok bf16 (tokenize batching)",
-              "s3tokenizer-1": "s3tokenizer 0.x batch 1", "s3tokenizer-32": "s3tokenizer 0.x batch 32"}
     lines = [f"{config.version} (width {config.width}, {config.depth} blocks), {len(entries)} clips = {seconds:.1f} s, "
              f"{info['gflop_per_audio_second']:.2f} GFLOP per audio second; {args.threads} threads; "
-             f"fp32 matmul peak {peak['fp32_peak']:.0f} GFLOP/s (bf16 {peak['torch_bf16']:.0f})",
-             "", "| engine | audio s/s | tokens/s | GFLOP/s | % of fp32 peak | peak RSS MB | computed / useful frames "
-             "| model waits for input | miss rate vs ORT bs1 |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        miss = "reference" if r["engine"] == ref_name else ("-" if r["miss_rate"] is None else f"{100 * r['miss_rate']:.3f} %")
-        lines.append(f"| {labels.get(r['engine'], r['engine'])} | {r['rtf']:.1f} | {r['tokens_per_s']:.0f} | "
-                     f"{r['gflops']:.0f} | {r['pct_of_peak']:.0f} % | {r['peak_rss_mb']:.0f} | {r['padding_overhead']:.2f} | "
-                     f"{_share(r.get('input_wait_share'))} | {miss} |")
+             f"fp32 matmul peak {peak['fp32_peak']:.0f} GFLOP/s (bf16 {peak['torch_bf16']:.0f})", ""]
+    lines += table({"info": info, "rows": rows}, LABELS)
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 

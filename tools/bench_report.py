@@ -56,20 +56,26 @@ def summary(runs: List[Dict[str, object]]) -> List[str]:
     return lines
 
 
-def detail(run: Dict[str, object]) -> List[str]:
-    """The full table of one model, as tools/bench.py prints it."""
-    info, peak = run["info"], run["info"]["peak"]
+def table(run: Dict[str, object], labels: Dict[str, str] = LABELS) -> List[str]:
+    """Every engine of one run, a row each (``labels`` may hold ``{threads}``); tools/bench.py prints this."""
+    info = run["info"]
     reference = info.get("reference", "ort-1")
-    lines = [f"**{info['version']}** (width {info['width']}, {info['depth']} blocks): {info['clips']} clips = "
-             f"{info['audio_seconds']:.1f} s; fp32 matmul peak {peak['fp32_peak']:.0f} GFLOP/s "
-             f"(bf16 {peak['torch_bf16']:.0f})", "",
-             "| engine | audio s/s | tokens/s | GFLOP/s | % of fp32 peak | peak RSS MB | computed / useful frames "
+    lines = ["| engine | audio s/s | tokens/s | GFLOP/s | % of fp32 peak | peak RSS MB | computed / useful frames "
              "| model waits for input | miss rate vs ORT bs1 |", "|---|---|---|---|---|---|---|---|---|"]
     for r in run["rows"]:
-        label = LABELS.get(r["engine"], r["engine"]).format(threads=info["threads"])
+        label = labels.get(r["engine"], r["engine"]).format(threads=info["threads"])
         lines.append(f"| {label} | {r['rtf']:.1f} | {r['tokens_per_s']:.0f} | {r['gflops']:.0f} | "
-                     f"{r['pct_of_peak']:.0f} % | {r['peak_rss_mb']:.0f} | {_overhead(r)} | {_wait(r)} | {_miss(r, reference)} |")
+                     f"{r['pct_of_peak']:.0f} % | {r['peak_rss_mb']:.0f} | {_overhead(r)} | {_wait(r)} | "
+                     f"{_miss(r, reference)} |")
     return lines
+
+
+def detail(run: Dict[str, object]) -> List[str]:
+    """The full table of one model, headed by its size, clips and measured peak."""
+    info, peak = run["info"], run["info"]["peak"]
+    return [f"**{info['version']}** (width {info['width']}, {info['depth']} blocks): {info['clips']} clips = "
+            f"{info['audio_seconds']:.1f} s; fp32 matmul peak {peak['fp32_peak']:.0f} GFLOP/s "
+            f"(bf16 {peak['torch_bf16']:.0f})", ""] + table(run)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
