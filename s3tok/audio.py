@@ -75,19 +75,23 @@ def _sinc_kernel_cpu(orig: int, new: int) -> Tuple[torch.Tensor, int]:
     """torchaudio's windowed-sinc kernel for gcd-reduced rates: built in float64, rounded to float32 once.
 
     Shape ``[new, 1, 2 * width + orig]``; output phase ``j`` reads input offsets ``-width .. width + orig``.
+    Built with numpy, not torch: torch runs large elementwise ops in several threads, and where the
+    threads split the tensor moves which elements take the vectorised and which the scalar sin/cos, so
+    the kernel's last bits could differ from one process to the next.
     """
     base = min(orig, new) * ROLLOFF
     width = math.ceil(LOWPASS_FILTER_WIDTH * orig / base)
-    idx = torch.arange(-width, width + orig, dtype=torch.float64)[None, None] / orig
+    idx = np.arange(-width, width + orig, dtype=np.float64)[None, None] / orig
     # torchaudio divides the integer phase index in the default (float32) dtype before adding idx
-    phase = torch.arange(0, -new, -1)[:, None, None] / new
-    t = (phase.to(torch.float32) + idx) * base
-    t = t.clamp(-LOWPASS_FILTER_WIDTH, LOWPASS_FILTER_WIDTH)
-    window = torch.cos(t * math.pi / LOWPASS_FILTER_WIDTH / 2) ** 2
+    phase = (np.arange(0, -new, -1, dtype=np.float32) / np.float32(new))[:, None, None]
+    t = (phase.astype(np.float64) + idx) * base
+    t = np.clip(t, -LOWPASS_FILTER_WIDTH, LOWPASS_FILTER_WIDTH)
+    window = np.cos(t * math.pi / LOWPASS_FILTER_WIDTH / 2) ** 2
     t = t * math.pi
-    kernel = torch.where(t == 0, torch.ones((), dtype=t.dtype), t.sin() / t)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kernel = np.where(t == 0, 1.0, np.sin(t) / t)
     kernel = kernel * (window * (base / orig))
-    return kernel.to(torch.float32), width
+    return torch.from_numpy(kernel.astype(np.float32)), width
 
 
 def resample(audio: torch.Tensor, orig_sr: int, new_sr: int = SAMPLE_RATE) -> torch.Tensor:
@@ -159,7 +163,10 @@ def _mel_filters(device: torch.device, n_mels: int) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=16)
 def _hann(device: torch.device) -> torch.Tensor:
-    return torch.hann_window(N_FFT, device=device)
+    """Periodic Hann window of ``N_FFT``, in float64 rounded once to float32 (numpy: the same bits in every
+    thread; torch.hann_window, made in float32, once came out 7.5e-5 off in a decoding thread)."""
+    n = np.arange(N_FFT, dtype=np.float64)
+    return torch.from_numpy((0.5 - 0.5 * np.cos(2.0 * np.pi * n / N_FFT)).astype(np.float32)).to(device)
 
 
 MEL_CHUNK_FRAMES = 3000  # log-mel frames computed at a time (30 s)
@@ -173,6 +180,23 @@ def mel_frames(num_samples: int) -> int:
 def _check_length(n: int, what: str = "audio") -> None:
     if n <= N_FFT // 2:
         raise ValueError(f"{what} too short for a log-mel: {n} samples at 16 kHz (need > {N_FFT // 2})")
+
+
+def _power_spectrum(x: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """``|STFT|^2`` of ``x [..., N]`` (frames of ``N_FFT`` every ``HOP_LENGTH``, no centring): ``[..., 201, T]``.
+
+    On CPU the FFT is numpy's pocketfft, not ``torch.stft``: MKL's FFT, behind ``torch.stft`` on CPU, picks
+    its algorithm per transform size at run time, so the same audio could give log-mels that differ in the
+    last bits from one process to the next (seen in about 1 run in 12 with 2 threads, and when the decoding
+    threads overlap the model), enough to flip a near-tied token between an interrupted and a resumed job.
+    pocketfft is single-threaded and gives the same bits every time, within 2.5e-5 of the reference log-mels.
+    """
+    if x.device.type != "cpu":
+        stft = torch.stft(x, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True)
+        return stft.abs() ** 2
+    frames = (x.unfold(-1, N_FFT, HOP_LENGTH) * window).numpy()
+    spec = torch.from_numpy(np.fft.rfft(frames, axis=-1))
+    return (spec.abs() ** 2).transpose(-1, -2)
 
 
 def _log_compress_(mel: torch.Tensor, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -219,8 +243,7 @@ def log_mel_spectrogram(audio: Union[str, os.PathLike, np.ndarray, torch.Tensor]
     for start in range(0, frames, MEL_CHUNK_FRAMES):
         end = min(frames, start + MEL_CHUNK_FRAMES)
         piece = padded[start * HOP_LENGTH:(end - 1) * HOP_LENGTH + N_FFT]
-        stft = torch.stft(piece, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True)
-        out[:, start:end] = filters @ (stft.abs() ** 2)
+        out[:, start:end] = filters @ _power_spectrum(piece, window)
     return _log_compress_(out)
 
 
@@ -245,9 +268,8 @@ def log_mel_batch(wavs: Sequence[torch.Tensor], n_mels: int = 128,
     lens = torch.tensor([mel_frames(w.shape[-1]) for w in wavs], dtype=torch.int32)
     longest = max(p.shape[-1] for p in padded)
     x = torch.stack([torch.nn.functional.pad(p, (0, longest - p.shape[-1])) for p in padded])
-    stft = torch.stft(x, N_FFT, HOP_LENGTH, window=_hann(dev), center=False, return_complex=True)
     t_max = int(lens.max())
-    power = stft[..., :t_max].abs() ** 2
+    power = _power_spectrum(x[..., :(t_max - 1) * HOP_LENGTH + N_FFT], _hann(dev))
     mel = _mel_filters(dev, n_mels) @ power
     valid = torch.arange(t_max, device=dev)[None, :] < lens.to(dev)[:, None]
     out = _log_compress_(mel, valid)

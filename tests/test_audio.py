@@ -36,10 +36,10 @@ def test_waveform_matches_reference(ref, utt):
 
 @pytest.mark.parametrize("utt", FRONT_END_CLIPS)
 def test_log_mel_matches_reference(ref, utt):
-    """Log-mel within 1e-4 of ``expected/<utt>.mel.npy``. torch.stft's FFT rounds differently on different
-    CPUs: 0 error on the AMD EPYC these were first checked on, up to 3.9e-5 on an Intel Xeon (AVX-512, AMX),
-    where computing the mel product in float64 changes nothing; the reference README gives 3e-5 for a float64
-    numpy STFT. Such differences can only move near-ties, which the token tests watch."""
+    """Log-mel within 1e-4 of ``expected/<utt>.mel.npy``. FFTs round differently: torch.stft (MKL) gave 0
+    error on the AMD EPYC these were first checked on and up to 3.9e-5 on an Intel Xeon (AVX-512, AMX); numpy's
+    pocketfft, which the CPU front end now uses, gives up to 2.5e-5 there; the reference README gives 3e-5 for
+    a float64 numpy STFT. Such differences can only move near-ties, which the token tests watch."""
     mel = log_mel_spectrogram(load_audio(str(_clip_path(ref, utt))))
     expected = np.load(ref / "expected" / f"{utt}.mel.npy")
     assert mel.shape == expected.shape
@@ -212,12 +212,94 @@ def test_too_short_for_mel():
 def test_chunked_log_mel_equals_one_whole_stft():
     """Long audio is turned into log-mel 30 s at a time; the result equals one STFT over the whole
     waveform bit for bit, also where a chunk boundary falls (here 2 boundaries, 72.5 s)."""
-    from s3tok.audio import HOP_LENGTH, MEL_CHUNK_FRAMES, N_FFT, _hann, _mel_filters
+    from s3tok.audio import HOP_LENGTH, MEL_CHUNK_FRAMES, N_FFT, _hann, _mel_filters, _power_spectrum
 
     torch.manual_seed(0)
     audio = torch.randn(int(72.5 * 16000)) * 0.1 * torch.sin(torch.arange(int(72.5 * 16000)) / 3000.0)
     assert audio.shape[0] // HOP_LENGTH > 2 * MEL_CHUNK_FRAMES
-    stft = torch.stft(audio, N_FFT, HOP_LENGTH, window=_hann(audio.device), return_complex=True)
-    log_spec = torch.clamp(_mel_filters(audio.device, 128) @ (stft[..., :-1].abs() ** 2), min=1e-10).log10()
+    padded = torch.nn.functional.pad(audio[None, None], (N_FFT // 2, N_FFT // 2), mode="reflect")[0, 0]
+    power = _power_spectrum(padded, _hann(audio.device))[:, :-1]
+    log_spec = torch.clamp(_mel_filters(audio.device, 128) @ power, min=1e-10).log10()
     whole = (torch.maximum(log_spec, log_spec.max() - 8.0) + 4.0) / 4.0
     assert torch.equal(log_mel_spectrogram(audio), whole)
+
+
+def test_cpu_power_spectrum_close_to_torch_stft():
+    """The CPU FFT (pocketfft) and torch.stft agree to float32 rounding: same frames, window and bins."""
+    from s3tok.audio import HOP_LENGTH, N_FFT, _hann, _power_spectrum
+
+    torch.manual_seed(1)
+    x = torch.randn(2, 16000)
+    ours = _power_spectrum(x, _hann(x.device))
+    theirs = torch.stft(x, N_FFT, HOP_LENGTH, window=_hann(x.device), center=False, return_complex=True).abs() ** 2
+    assert ours.shape == theirs.shape == (2, N_FFT // 2 + 1, (16000 - N_FFT) // HOP_LENGTH + 1)
+    assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-4 * float(theirs.max()))
+
+
+FRONT_END_HASH = """
+import hashlib, sys, torch
+import s3tok.pipeline as P
+from s3tok.api import load_model
+from s3tok.data.sources import select_source
+torch.set_num_threads(2)
+model = load_model(sys.argv[1], device=torch.device("cpu"), dtype=torch.float32)
+mels, featurize = {}, P.featurize
+def hashed(utt, *args):
+    f = featurize(utt, *args)
+    mels[f.key] = hashlib.sha256(f.mel.numpy().tobytes()).hexdigest()
+    return f
+P.featurize = hashed
+tokens = {}
+P.run_tokenize(model, select_source(wav_scp=sys.argv[2]), tokens.__setitem__, print, batch_size=2, progress=False)
+print(hashlib.sha256(repr(sorted(mels.items())).encode()).hexdigest(), len(mels), len(tokens))
+"""
+
+
+def test_log_mel_is_the_same_in_every_process(ref, tmp_path):
+    """The same audio gives the same log-mel bits in every process while the model runs beside the two
+    decoding threads (2 torch threads). Before the window and resampling kernel were built with numpy and
+    the CPU FFT moved to pocketfft, about 1 process in 3 gave other bits (a bad Hann window, a resampling
+    kernel or an FFT off in the last bits), enough to flip near-tied tokens between a job and its resume."""
+    import subprocess
+    import sys
+
+    scp = tmp_path / "wav.scp"
+    scp.write_text("".join(f"{u}_{c} {ref / p}\n" for u, p in (line.split(maxsplit=1) for line in
+                                                              (ref / "wav.scp").read_text().splitlines())
+                           for c in range(2)))
+    model = ref / "models" / "speech_tokenizer_v1.onnx"
+    outs = {subprocess.run([sys.executable, "-c", FRONT_END_HASH, str(model), str(scp)], check=True,
+                           capture_output=True, text=True).stdout.strip() for _ in range(6)}
+    assert len(outs) == 1, outs
+    assert next(iter(outs)).endswith(" 34 34")
+
+
+def _torch_built_kernel(orig: int, new: int) -> torch.Tensor:
+    """The resampling kernel's formula in torch float64 ops, as torchaudio builds it."""
+    from s3tok.audio import LOWPASS_FILTER_WIDTH, ROLLOFF
+
+    base = min(orig, new) * ROLLOFF
+    width = math.ceil(LOWPASS_FILTER_WIDTH * orig / base)
+    idx = torch.arange(-width, width + orig, dtype=torch.float64)[None, None] / orig
+    t = ((torch.arange(0, -new, -1)[:, None, None] / new).to(torch.float32) + idx) * base
+    t = t.clamp(-LOWPASS_FILTER_WIDTH, LOWPASS_FILTER_WIDTH)
+    window = torch.cos(t * math.pi / LOWPASS_FILTER_WIDTH / 2) ** 2
+    t = t * math.pi
+    kernel = torch.where(t == 0, torch.ones((), dtype=t.dtype), t.sin() / t) * (window * (base / orig))
+    return kernel.to(torch.float32)
+
+
+def test_resampling_kernel_equals_torch_built_one():
+    """The numpy-built kernel has the bits of the same formula in torch on one thread (more threads can
+    move the last bit of torch's, which is why it is no longer built that way)."""
+    from s3tok.audio import _sinc_kernel_cpu
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for rate in (8000, 22050, 44100, 48000):
+            g = math.gcd(rate, 16000)
+            orig, new = rate // g, 16000 // g
+            assert torch.equal(_sinc_kernel_cpu(orig, new)[0], _torch_built_kernel(orig, new)), rate
+    finally:
+        torch.set_num_threads(threads)
