@@ -5,7 +5,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, Collection, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -116,20 +116,27 @@ def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
                  write_failure: Callable[[str, str], None],
                  batch_size: int = 16, max_frames_per_batch: Optional[int] = None, chunk_size: int = 0,
                  num_workers: int = 2, base_dir=None, device: Optional[torch.device] = None,
-                 progress: bool = True) -> RunStats:
+                 progress: bool = True, skip: Collection[str] = ()) -> RunStats:
     """Tokenize ``entries``: decode/mel in ``num_workers`` threads a chunk ahead, batch by length, write.
 
-    Every entry ends in exactly one of ``write_tokens`` or ``write_failure`` (key, one-line reason);
-    tokens are written in the order of ``entries``. ``max_frames_per_batch`` bounds the padded mel frames of
-    one forward pass, short items and windows of long ones alike (default: ``default_max_frames`` of the
-    model's device).
+    Every entry not in ``skip`` ends in exactly one of ``write_tokens`` or ``write_failure`` (key, one-line
+    reason); tokens are written in the order of ``entries``. ``max_frames_per_batch`` bounds the padded mel
+    frames of one forward pass, short items and windows of long ones alike (default: ``default_max_frames``
+    of the model's device).
+
+    ``skip``: keys already done (a resumed job). Chunks and batches are still cut from all of ``entries``,
+    as in an uninterrupted run, so every other key meets the same batch neighbours and padding and gets
+    the same bits; chunks and batches made only of skipped keys are not decoded or run.
     """
     max_frames_per_batch = max_frames_per_batch or default_max_frames(model.device)
     stats = RunStats()
     chunk_size = chunk_size or max(batch_size * 8, 64)
+    skip = frozenset(skip)
     chunks = [entries[i:i + chunk_size] for i in range(0, len(entries), chunk_size)]
+    chunks = [c for c in chunks if any(e.key not in skip for e in c)]
     start = time.perf_counter()
-    bar = tqdm(total=len(entries), unit="utt", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=sum(e.key not in skip for e in entries), unit="utt", disable=not progress,
+               dynamic_ncols=True)
 
     def fail(key: str, reason: str) -> None:
         stats.failed += 1
@@ -153,9 +160,12 @@ def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
                 try:
                     feats.append(fut.result())
                 except Exception as e:  # noqa: BLE001 - any decode problem is this utterance's failure
-                    fail(entry.key, one_line(e))
+                    if entry.key not in skip:
+                        fail(entry.key, one_line(e))
                 stats.input_wait_seconds += time.perf_counter() - waited
             for batch in make_batches(feats, batch_size, max_frames_per_batch):
+                if all(f.key in skip for f in batch):
+                    continue
                 try:
                     results = list(zip(batch, tokenize_batch(model, batch, max_frames_per_batch)))
                 except Exception as e:  # noqa: BLE001 - retry one by one to isolate the bad item
@@ -165,8 +175,11 @@ def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
                         try:
                             results.append((f, tokenize_batch(model, [f], max_frames_per_batch)[0]))
                         except Exception as e1:  # noqa: BLE001
-                            fail(f.key, one_line(e1))
+                            if f.key not in skip:
+                                fail(f.key, one_line(e1))
                 for f, toks in results:
+                    if f.key in skip:
+                        continue
                     if not toks:
                         fail(f.key, "model returned no tokens")
                         continue

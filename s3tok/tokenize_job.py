@@ -9,7 +9,8 @@ Outputs in ``output_dir`` (``.J`` only when the job is one of several)::
     .done/tokenize.J              completion marker, written last
 
 While running, tokens go to ``tokens.J.part`` (one flushed line each); a rerun after a crash keeps those
-keys and redoes the rest (failed keys are retried). Final files are written in input order, so a resumed
+keys and redoes the rest (failed keys are retried) in the batches an uninterrupted run would have made
+(same neighbours, same padding, so the same bits). Final files are written in input order, so a resumed
 job's outputs are byte-identical to an uninterrupted one's.
 """
 from __future__ import annotations
@@ -131,7 +132,6 @@ def run_job(model: S3Tokenizer, utts: Sequence[Utterance], files: JobFiles, *, d
     atomic_write_text(files.provenance, json.dumps(made_by, indent=1, sort_keys=True) + "\n")
     keys = {u.key for u in utts}
     kept = {k: v for k, v in journal.entries.items() if k in keys}
-    todo = [u for u in utts if u.key not in kept]
     if kept:
         logger.info("resuming: %d of %d utterances already in %s", len(kept), len(utts), files.journal)
     failures: Dict[str, str] = {}
@@ -143,9 +143,9 @@ def run_job(model: S3Tokenizer, utts: Sequence[Utterance], files: JobFiles, *, d
         failures[key] = " ".join(reason.split())
 
     try:
-        stats = run_tokenize(model, todo, write_tokens, write_failure, batch_size=batch_size,
+        stats = run_tokenize(model, utts, write_tokens, write_failure, batch_size=batch_size,
                              max_frames_per_batch=max_frames_per_batch, num_workers=num_workers,
-                             base_dir=base_dir, device=device, progress=progress)
+                             base_dir=base_dir, device=device, progress=progress, skip=kept)
     finally:
         journal.close()
     stats.done += len(kept)
