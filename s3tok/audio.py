@@ -189,14 +189,15 @@ def _power_spectrum(x: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
     its algorithm per transform size at run time, so the same audio could give log-mels that differ in the
     last bits from one process to the next (seen in about 1 run in 12 with 2 threads, and when the decoding
     threads overlap the model), enough to flip a near-tied token between an interrupted and a resumed job.
-    pocketfft is single-threaded and gives the same bits every time, within 2.5e-5 of the reference log-mels.
+    pocketfft, and the power as re^2 + im^2 in numpy, are single-threaded and give the same bits every time,
+    within 2.5e-5 of the reference log-mels (log-mel of 300 s: 0.10 s, torch.stft 0.08 s, one thread).
     """
     if x.device.type != "cpu":
         stft = torch.stft(x, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True)
         return stft.abs() ** 2
     frames = (x.unfold(-1, N_FFT, HOP_LENGTH) * window).numpy()
-    spec = torch.from_numpy(np.fft.rfft(frames, axis=-1))
-    return (spec.abs() ** 2).transpose(-1, -2)
+    spec = np.fft.rfft(frames, axis=-1)
+    return torch.from_numpy(np.square(spec.real) + np.square(spec.imag)).transpose(-1, -2)
 
 
 def _log_compress_(mel: torch.Tensor, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
