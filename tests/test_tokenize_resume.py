@@ -28,7 +28,7 @@ def make_scp(ref, tmp_path, copies=4):
 def tokenize_cmd(ref, scp, out, *extra):
     return [sys.executable, "-m", "s3tok.bin.tokenize", "--wav_scp", str(scp), "--model",
             str(ref / "models" / f"{MODEL}.onnx"), "--output_dir", str(out), "--batch_size", "2",
-            "--no_progress", "--num_threads", "1", *extra]
+            "--no_progress", "--num_threads", "2", *extra]
 
 
 def read_table(scp):
