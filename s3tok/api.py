@@ -5,7 +5,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import List, Union
+from typing import List, Tuple, Union
 
 import torch
 
@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
+PRECISIONS = ("float32", "bfloat16", "bfloat16-mixed", "float16", "float16-mixed")
 
 
 def available_models() -> List[str]:
@@ -24,16 +25,24 @@ def available_models() -> List[str]:
     return list(MODEL_NAMES)
 
 
+def parse_precision(dtype: Union[None, str, torch.dtype]) -> Tuple[torch.dtype, bool]:
+    """``"bfloat16"``/``"bf16"``/``torch.bfloat16``/``"bfloat16-mixed"`` and so on to ``(torch dtype, mixed)``
+    (None: float32). ``-mixed``: only the matrix products and attention in that dtype (see ``set_dtype``)."""
+    if dtype is None:
+        return torch.float32, False
+    if isinstance(dtype, torch.dtype):
+        return dtype, False
+    name = str(dtype).lower()
+    mixed = name.endswith("-mixed")
+    try:
+        return _DTYPES[name[:-len("-mixed")] if mixed else name], mixed
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(PRECISIONS)}") from None
+
+
 def parse_dtype(dtype: Union[None, str, torch.dtype]) -> torch.dtype:
     """``"bfloat16"``/``"bf16"``/``torch.bfloat16`` and so on to a torch dtype (None: float32)."""
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return _DTYPES[str(dtype).lower()]
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of float32, bfloat16, float16") from None
+    return parse_precision(dtype)[0]
 
 
 def load_model(path_or_name: Union[str, os.PathLike], device: Union[None, str, torch.device] = None,
@@ -45,7 +54,8 @@ def load_model(path_or_name: Union[str, os.PathLike], device: Union[None, str, t
     first load of an ONNX file converts it once to safetensors keyed by the file's SHA-256
     (``cache=False`` skips that); later loads read the converted weights. The version is identified
     from the graph, never from the file name. ``device`` defaults to CPU, ``dtype`` to float32
-    (bfloat16/float16 run the encoder in that type; the quantizer decisions stay fp32).
+    (bfloat16/float16 run the encoder in that type, ``bfloat16-mixed`` only its matrix products and
+    attention; the quantizer decisions stay fp32).
     """
     t0 = time.perf_counter()
     src = Path(path_or_name)
@@ -79,7 +89,7 @@ def load_model(path_or_name: Union[str, os.PathLike], device: Union[None, str, t
     model.random_init = bool(meta.get("random_init", False))
     if model.random_init and not parsed:
         logger.warning("%s: random-weight model made by s3tok: its tokens are meaningless", path_or_name)
-    model.set_dtype(parse_dtype(dtype))
+    model.set_dtype(*parse_precision(dtype))
     model.eval()
     if device is not None:
         model.to(device)

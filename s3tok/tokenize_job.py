@@ -74,7 +74,7 @@ class JobFiles:
 
 
 
-def provenance(model: S3Tokenizer, dtype: torch.dtype) -> Dict[str, object]:
+def provenance(model: S3Tokenizer) -> Dict[str, object]:
     """What made the tokens: enough to tell whether two token files are comparable."""
     from .version import __version__
 
@@ -82,7 +82,7 @@ def provenance(model: S3Tokenizer, dtype: torch.dtype) -> Dict[str, object]:
     return {"model": cfg.version, "source": getattr(model, "source", ""),
             "onnx_sha256": getattr(model, "onnx_sha256", None),
             "random_init": bool(getattr(model, "random_init", False)), "token_rate": cfg.token_rate,
-            "codebook_size": cfg.codebook_size, "dtype": str(dtype).replace("torch.", ""),
+            "codebook_size": cfg.codebook_size, "dtype": model.precision,
             "s3tok_version": __version__}
 
 
@@ -106,13 +106,13 @@ def _same_maker(files: JobFiles, made_by: Dict[str, object]) -> bool:
     return all(old.get(k) == made_by.get(k) for k in MAKER_FIELDS)
 
 
-def run_job(model: S3Tokenizer, utts: Sequence[Utterance], files: JobFiles, *, dtype: torch.dtype,
+def run_job(model: S3Tokenizer, utts: Sequence[Utterance], files: JobFiles, *,
             batch_size: int = 16, max_frames_per_batch: Optional[int] = None, num_workers: int = 2,
             base_dir: Union[None, str, os.PathLike] = None, device: Optional[torch.device] = None,
             progress: bool = True, resume: bool = True) -> RunStats:
     """Tokenize ``utts`` into ``files``; skip the whole job when its marker says it is done."""
     out = files.output_dir
-    made_by = provenance(model, dtype)
+    made_by = provenance(model)
     inputs = keys_digest(utts)
     if resume and is_done(out, STAGE, files.job):
         info = read_done(out, STAGE, files.job)

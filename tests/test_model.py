@@ -172,6 +172,32 @@ def test_low_precision_keeps_decisions_fp32(dtype):
     print(f"{dtype}: {agree:.1%} of tokens agree with fp32 on a random model")
 
 
+@pytest.mark.parametrize("version", ["speech_tokenizer_v1", "speech_tokenizer_v2_25hz", "speech_tokenizer_v3_25hz"])
+def test_mixed_precision_runs_only_products_in_bf16(version):
+    """bfloat16-mixed: block linears in bf16, everything else fp32; tokens closer to fp32 than all-bf16."""
+    from s3tok.api import parse_precision
+
+    assert parse_precision("bf16-mixed") == (torch.bfloat16, True) and parse_precision(None) == (torch.float32, False)
+    with pytest.raises(ValueError, match="unknown dtype"):
+        parse_precision("int8-mixed")
+    mixed = random_model(version).set_dtype(*parse_precision("bfloat16-mixed"))
+    assert mixed.precision == "bfloat16-mixed" and mixed.compute_dtype == torch.float32
+    block = mixed.encoder.blocks[0]
+    assert block.attn.query.weight.dtype == block.mlp[2].weight.dtype == torch.bfloat16
+    assert block.attn_ln.weight.dtype == mixed.encoder.conv2.weight.dtype == torch.float32
+    torch.manual_seed(0)
+    mels = torch.rand(2, 128, 1500) * 2 - 1
+    lens = torch.tensor([1500, 1100])
+    fp32, _ = random_model(version).quantize(mels, lens)
+    low, low_lens = mixed.quantize(mels, lens)
+    full, _ = random_model(version).set_dtype(torch.bfloat16).quantize(mels, lens)
+    assert low.dtype == torch.int64 and low.shape == fp32.shape
+    miss_mixed = (low != fp32).float().mean().item()
+    miss_full = (full != fp32).float().mean().item()
+    print(f"{version}: tokens differing from fp32: mixed {miss_mixed:.2%}, bf16 {miss_full:.2%}")
+    assert miss_mixed <= miss_full
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="not a multiple"):
         S3Config("speech_tokenizer_v1", width=100, heads=3)

@@ -59,9 +59,10 @@ def get_parser() -> argparse.ArgumentParser:
 
 LABELS = {"ort-1": "onnxruntime fp32 batch 1, 1 thread", "ort-N": "onnxruntime fp32 batch 1, {threads} threads",
           "s3tok-fp32": "s3tok fp32 (tokenize batching)", "s3tok-bf16": "s3tok bf16 (tokenize batching)",
+          "s3tok-bf16-mixed": "s3tok bf16-mixed (tokenize batching)",
           "s3tokenizer-1": "s3tokenizer 0.x batch 1", "s3tokenizer-32": "s3tokenizer 0.x batch 32"}
 
-ENGINES = ["ort-1", "ort-N", "s3tok-fp32", "s3tok-bf16", "s3tokenizer-1", "s3tokenizer-32"]
+ENGINES = ["ort-1", "ort-N", "s3tok-fp32", "s3tok-bf16", "s3tok-bf16-mixed", "s3tokenizer-1", "s3tokenizer-32"]
 
 
 def _entries(args):
@@ -134,7 +135,8 @@ def run_engine(args) -> Dict[str, object]:
     if name in ("ort-1", "ort-N"):
         run = _ort_engine(args, 1 if name == "ort-1" else args.threads)
     elif name.startswith("s3tok-"):
-        run = _s3tok_engine(args, torch.bfloat16 if name.endswith("bf16") else torch.float32)
+        run = _s3tok_engine(args, {"s3tok-fp32": "float32", "s3tok-bf16": "bfloat16",
+                                   "s3tok-bf16-mixed": "bfloat16-mixed"}[name])
     else:
         run = _s3tokenizer_engine(args, int(name.split("-")[1]))
     run(entries[:1])  # warm-up on one clip

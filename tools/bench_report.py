@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence
 logger = logging.getLogger("bench_report")
 
 LABELS = {"ort-1": "ORT bs1 1 thr", "ort-N": "ORT bs1 {threads} thr", "s3tok-fp32": "s3tok fp32",
-          "s3tok-bf16": "s3tok bf16", "s3tokenizer-1": "s3tokenizer bs1", "s3tokenizer-32": "s3tokenizer bs32"}
+          "s3tok-bf16": "s3tok bf16", "s3tok-bf16-mixed": "s3tok bf16-mixed", "s3tokenizer-1": "s3tokenizer bs1", "s3tokenizer-32": "s3tokenizer bs32"}
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -39,18 +39,20 @@ def _wait(row: Dict[str, object]) -> str:
 
 
 def summary(runs: List[Dict[str, object]]) -> List[str]:
-    """One line per model: RTF of each engine, s3tok's share of the fp32 peak and bf16 miss rate."""
+    """One line per model: RTF of each engine, s3tok's share of the fp32 peak and the miss rates."""
     engines = [e for e in LABELS if any(r["engine"] == e for run in runs for r in run["rows"])]
     threads = runs[0]["info"]["threads"]
     head = [LABELS[e].format(threads=threads) for e in engines]
-    lines = ["| model | GFLOP per audio s | " + " | ".join(head) + " | s3tok fp32 % of peak | s3tok fp32 / bf16 miss |",
+    lows = ["s3tok-fp32", "s3tok-bf16"] + [e for e in ("s3tok-bf16-mixed",) if e in engines]
+    miss_head = "s3tok " + " / ".join(LABELS[e].replace("s3tok ", "") for e in lows) + " miss"
+    lines = ["| model | GFLOP per audio s | " + " | ".join(head) + f" | s3tok fp32 % of peak | {miss_head} |",
              "|---|---|" + "---|" * len(engines) + "---|---|"]
     for run in runs:
         info, rows = run["info"], {r["engine"]: r for r in run["rows"]}
         cells = [f"{rows[e]['rtf']:.1f}" if e in rows else "-" for e in engines]
-        fp32, bf16 = rows.get("s3tok-fp32"), rows.get("s3tok-bf16")
+        fp32 = rows.get("s3tok-fp32")
         pct = f"{fp32['pct_of_peak']:.0f} %" if fp32 else "-"
-        miss = " / ".join(_miss(r, info.get("reference", "ort-1")) if r else "-" for r in (fp32, bf16))
+        miss = " / ".join(_miss(rows[e], info.get("reference", "ort-1")) if e in rows else "-" for e in lows)
         lines.append(f"| {info['version']} | {info['gflop_per_audio_second']:.1f} | " + " | ".join(cells)
                      + f" | {pct} | {miss} |")
     return lines

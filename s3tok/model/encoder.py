@@ -34,7 +34,18 @@ def _onednn_ok(x: Tensor) -> bool:
 def linear(layer: nn.Linear, x: Tensor, gelu: bool = False, add: Optional[Tensor] = None) -> Tensor:
     """``layer(x)``, then exact GELU when ``gelu``, or ``+ add`` when given. On CPU without autograd this
     calls oneDNN's linear with the GELU or the addition fused (about twice the default BLAS rate for fp32
-    on some CPUs); the addition is the same single fp32 add either way."""
+    on some CPUs); the addition is the same single fp32 add either way.
+
+    Mixed precision (weights in a narrower dtype than ``x`` or ``add``): the product runs in the weights'
+    dtype and its result comes back in the wider one before the addition; after GELU it stays narrow, as
+    it only feeds the next product."""
+    wdt = layer.weight.dtype
+    if x.dtype != wdt or (add is not None and add.dtype != wdt):
+        y = linear(layer, x.to(wdt), gelu=gelu)
+        if gelu:
+            return y
+        y = y.to(add.dtype if add is not None else x.dtype)
+        return y if add is None else y + add
     if _onednn_ok(x):
         if add is not None:
             return torch.ops.mkldnn._linear_pointwise.binary(x, add, layer.weight, layer.bias, "add")
@@ -123,6 +134,8 @@ class Attention(nn.Module):
             q = apply_rotary(q, cos, sin)
             k = apply_rotary(k, cos, sin)
         vh = v.view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        adt = self.out.weight.dtype  # mixed precision: attention in the weights' dtype
+        q, k, vh = q.to(adt), k.to(adt), vh.to(adt)
         if self.use_sdpa:  # the kernel scales the scores by head_dim^-0.5 itself
             o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), vh,
                                                attn_mask=None if key_bias is None else key_bias.to(q.dtype),

@@ -63,6 +63,7 @@ class S3Tokenizer(nn.Module):
         else:
             self.quantizer = FiniteScalarQuantizer(config.width, config.fsq_dim)
         self.compute_dtype = torch.float32
+        self.precision = "float32"  # what set_dtype chose: float32, bfloat16, bfloat16-mixed, ...
         self.max_frames_per_forward: Optional[int] = None  # None: default_max_frames(self.device)
         self.source = ""  # where the weights came from (file path or name), for logs and provenance
         self.frame_count = FrameCount()  # what quantize() ran, for speed reports; reset by assigning a new one
@@ -72,14 +73,24 @@ class S3Tokenizer(nn.Module):
     def device(self) -> torch.device:
         return self.encoder.conv1.weight.device
 
-    def set_dtype(self, dtype: Optional[torch.dtype]) -> "S3Tokenizer":
-        """Run the encoder in ``dtype`` (float32, bfloat16, float16); quantizer decisions stay fp32."""
+    def set_dtype(self, dtype: Optional[torch.dtype], mixed: bool = False) -> "S3Tokenizer":
+        """Run the encoder in ``dtype`` (float32, bfloat16, float16); quantizer decisions stay fp32.
+
+        ``mixed``: only the blocks' matrix products and attention run in ``dtype``; the residual stream,
+        LayerNorms, convolutions and FSMN stay fp32 (slower than all-``dtype``, fewer tokens differ from fp32).
+        """
         dtype = dtype or torch.float32
         if dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"unsupported dtype {dtype}; use float32, bfloat16 or float16")
-        self.encoder.to(dtype)
+        mixed = mixed and dtype != torch.float32
+        self.encoder.to(torch.float32 if mixed else dtype)
+        if mixed:
+            for module in self.encoder.blocks.modules():
+                if isinstance(module, nn.Linear):
+                    module.to(dtype)
         self.quantizer.float()
-        self.compute_dtype = dtype
+        self.compute_dtype = torch.float32 if mixed else dtype
+        self.precision = str(dtype).replace("torch.", "") + ("-mixed" if mixed else "")
         return self
 
     def set_sdpa(self, enabled: bool) -> "S3Tokenizer":
