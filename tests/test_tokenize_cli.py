@@ -102,6 +102,21 @@ def test_wav_dir_mode_matches_expected(ref, tmp_path):
     assert (out / "utt2fail").read_text() == ""
 
 
+def test_mixed_precision_dtype_end_to_end(ref, tmp_path):
+    """--dtype bfloat16-mixed tokenizes every clip with the right lengths and says so in tokenizer.json."""
+    import json
+
+    out = tmp_path / "o"
+    rc = tokenize_bin.main(["--wav_dir", str(ref / "audio"), "--model",
+                            str(ref / "models" / "speech_tokenizer_v2_25hz.onnx"), "--output_dir", str(out),
+                            "--no_progress", "--dtype", "bfloat16-mixed"])
+    assert rc == 0
+    expected, _ = load_expected(ref, "speech_tokenizer_v2_25hz")
+    tokens = read_tokens(out / "tokens.txt")
+    assert {k: len(v) for k, v in tokens.items()} == {k: len(v) for k, v in expected.items()}
+    assert json.loads((out / "tokenizer.json").read_text())["dtype"] == "bfloat16-mixed"
+
+
 def test_bad_arguments_exit_2(ref, tmp_path, caplog):
     scp = tmp_path / "wav.scp"
     scp.write_text("a x.wav\na y.wav\n")
