@@ -87,12 +87,15 @@ def test_exit_code_when_too_many_failures(ref, mixed_scp, tmp_path):
     assert len(read_tokens(tmp_path / "o" / "tokens.txt")) == 4
 
 
+def tokenize_reference_audio(ref, model: str, out, *extra: str) -> int:
+    """``tokenize --wav_dir`` over the reference clips with one of the reference models."""
+    return tokenize_bin.main(["--wav_dir", str(ref / "audio"), "--model", str(ref / "models" / f"{model}.onnx"),
+                              "--output_dir", str(out), "--no_progress", *extra])
+
+
 def test_wav_dir_mode_matches_expected(ref, tmp_path):
     out = tmp_path / "o"
-    rc = tokenize_bin.main(["--wav_dir", str(ref / "audio"), "--model",
-                            str(ref / "models" / "speech_tokenizer_v3_25hz.onnx"), "--output_dir", str(out),
-                            "--no_progress", "--batch_size", "5"])
-    assert rc == 0
+    assert tokenize_reference_audio(ref, "speech_tokenizer_v3_25hz", out, "--batch_size", "5") == 0
     expected, ties = load_expected(ref, "speech_tokenizer_v3_25hz")
     tokens = read_tokens(out / "tokens.txt")
     assert set(tokens) == set(expected)
@@ -107,10 +110,7 @@ def test_mixed_precision_dtype_end_to_end(ref, tmp_path):
     import json
 
     out = tmp_path / "o"
-    rc = tokenize_bin.main(["--wav_dir", str(ref / "audio"), "--model",
-                            str(ref / "models" / "speech_tokenizer_v2_25hz.onnx"), "--output_dir", str(out),
-                            "--no_progress", "--dtype", "bfloat16-mixed"])
-    assert rc == 0
+    assert tokenize_reference_audio(ref, "speech_tokenizer_v2_25hz", out, "--dtype", "bfloat16-mixed") == 0
     expected, _ = load_expected(ref, "speech_tokenizer_v2_25hz")
     tokens = read_tokens(out / "tokens.txt")
     assert {k: len(v) for k, v in tokens.items()} == {k: len(v) for k, v in expected.items()}
