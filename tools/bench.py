@@ -5,7 +5,7 @@ Every row is end to end (decode + log-mel + model) over a wav.scp or folder, in 
 thread pools), best of ``--runs`` passes:
 
   onnxruntime fp32, batch 1, 1 and ``--threads`` intra-op threads   (CosyVoice's extract_speech_token.py)
-  s3tok fp32 and bf16 with the batching policy of ``s3tok tokenize``
+  s3tok fp32, bf16 and bf16-mixed with the batching policy of ``s3tok tokenize``
   the public ``s3tokenizer`` package at batch 1 and 32, when it is importable
 
 Reports audio seconds per second (RTF), tokens/s, peak memory (max RSS of the engine's process while it
