@@ -40,11 +40,6 @@ def parse_precision(dtype: Union[None, str, torch.dtype]) -> Tuple[torch.dtype, 
         raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(PRECISIONS)}") from None
 
 
-def parse_dtype(dtype: Union[None, str, torch.dtype]) -> torch.dtype:
-    """``"bfloat16"``/``"bf16"``/``torch.bfloat16`` and so on to a torch dtype (None: float32)."""
-    return parse_precision(dtype)[0]
-
-
 def load_model(path_or_name: Union[str, os.PathLike], device: Union[None, str, torch.device] = None,
                dtype: Union[None, str, torch.dtype] = None, cache: bool = True,
                progress: bool = True) -> S3Tokenizer:

@@ -139,6 +139,8 @@ def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
                dynamic_ncols=True)
 
     def fail(key: str, reason: str) -> None:
+        if key in skip:  # done before a resume: only rerun to keep the batches as they were
+            return
         stats.failed += 1
         stats.failures.append(Failure(key, reason))
         logger.warning("%s: failed: %s", key, reason)
@@ -160,8 +162,7 @@ def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
                 try:
                     feats.append(fut.result())
                 except Exception as e:  # noqa: BLE001 - any decode problem is this utterance's failure
-                    if entry.key not in skip:
-                        fail(entry.key, one_line(e))
+                    fail(entry.key, one_line(e))
                 stats.input_wait_seconds += time.perf_counter() - waited
             for batch in make_batches(feats, batch_size, max_frames_per_batch):
                 if all(f.key in skip for f in batch):
@@ -175,8 +176,7 @@ def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
                         try:
                             results.append((f, tokenize_batch(model, [f], max_frames_per_batch)[0]))
                         except Exception as e1:  # noqa: BLE001
-                            if f.key not in skip:
-                                fail(f.key, one_line(e1))
+                            fail(f.key, one_line(e1))
                 for f, toks in results:
                     if f.key in skip:
                         continue

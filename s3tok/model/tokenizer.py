@@ -63,7 +63,6 @@ class S3Tokenizer(nn.Module):
         else:
             self.quantizer = FiniteScalarQuantizer(config.width, config.fsq_dim)
         self.compute_dtype = torch.float32
-        self.precision = "float32"  # what set_dtype chose: float32, bfloat16, bfloat16-mixed, ...
         self.max_frames_per_forward: Optional[int] = None  # None: default_max_frames(self.device)
         self.source = ""  # where the weights came from (file path or name), for logs and provenance
         self.frame_count = FrameCount()  # what quantize() ran, for speed reports; reset by assigning a new one
@@ -90,8 +89,14 @@ class S3Tokenizer(nn.Module):
                     module.to(dtype)
         self.quantizer.float()
         self.compute_dtype = torch.float32 if mixed else dtype
-        self.precision = str(dtype).replace("torch.", "") + ("-mixed" if mixed else "")
         return self
+
+    @property
+    def precision(self) -> str:
+        """What ``set_dtype`` chose, read from the weights: float32, bfloat16, bfloat16-mixed, ..."""
+        products = next(m.weight.dtype for m in self.encoder.blocks.modules() if isinstance(m, nn.Linear))
+        name = str(products).replace("torch.", "")
+        return name if products == self.compute_dtype else name + "-mixed"
 
     def set_sdpa(self, enabled: bool) -> "S3Tokenizer":
         """Use ``scaled_dot_product_attention`` (default) or the explicit softmax path."""
