@@ -62,3 +62,36 @@ def test_frame_count_measures_padding(ref):
     assert model.frame_count.useful == 300 + 250 + 3000 + 3000 + 1800
     assert model.frame_count.computed == 2 * 3000 + 1800 + 2 * 300
     assert abs(model.frame_count.overhead - 8400 / 8350) < 1e-12
+
+
+def test_bench_ops_profile(ref, tmp_path):
+    """tools/bench_ops.py splits one forward pass into op groups whose FLOPs add up to the model's."""
+    out = tmp_path / "ops.json"
+    model = ref / "models" / "speech_tokenizer_v2_25hz.onnx"
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_ops.py"), "--model", str(model),
+                           "--threads", "1", "--windows", "2", "--frames", "500", "--reps", "1", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import s3tok
+    from s3tok.model.flops import window_flops
+
+    result = json.loads(out.read_text())["results"][0]
+    config = s3tok.load_model(model).config
+    groups = result["groups"]
+    assert set(groups) == {"linear", "attention", "conv", "other"}
+    assert abs(sum(g["gflop"] for g in groups.values()) * 1e9 - 2 * window_flops(config, 500)) < 1e3
+    assert abs(sum(g["share"] for g in groups.values()) - 1) < 1e-6
+    assert all(groups[g]["gflops"] > 0 for g in ("linear", "attention", "conv")) and groups["other"]["gflops"] is None
+    assert 0 < result["ceilings"]["forward"] <= result["ceilings"]["attention"]
+    assert "| speech_tokenizer_v2_25hz | **forward** |" in proc.stdout
+
+
+def test_op_groups():
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from bench_ops import op_group
+    finally:
+        sys.path.pop(0)
+    assert op_group("mkldnn::_linear_pointwise") == "linear" and op_group("aten::addmm") == "linear"
+    assert op_group("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention"
+    assert op_group("aten::mkldnn_convolution") == "conv" and op_group("aten::native_layer_norm") == "other"
