@@ -122,7 +122,7 @@ def table(results: List[Dict[str, object]], peak: float, name: str) -> List[str]
             lines.append(f"| {r['version']} | {g} | {x['gflop']:.1f} | {100 * x['share']:.1f} % | {rate} | {pct} |")
         c = r["ceilings"]
         bound = f"{c['attention']:.0f} %" if "attention" in c else "-"
-        lines.append(f"| {r['version']} | **forward** | {r['total_gflop']:.1f} | {r['wall_s']:.3f} s | "
+        lines.append(f"| {r['version']} | **forward** | {r['total_gflop']:.1f} | 100 % ({r['wall_s']:.3f} s) | "
                      f"{r['total_gflop'] / r['wall_s']:.0f} | {c['forward']:.0f} % (attention bound {bound}) |")
     return lines
 
