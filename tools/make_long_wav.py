@@ -27,6 +27,27 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+def speech_stream(audio_dir: str, seconds: float) -> Optional[np.ndarray]:
+    """``seconds`` of 16 kHz speech: the clips of ``audio_dir`` (sorted, s3tok's front end) each followed by
+    0.3 s of silence, repeated until long enough, clipped to [-1, 1]; None (logged) if there is no audio."""
+    from s3tok.audio import SAMPLE_RATE, load_audio
+    from s3tok.data import scan_audio_dir
+
+    clips = [load_audio(e.location).numpy() for e in scan_audio_dir(audio_dir)]
+    if not clips:
+        logger.error("%s: no audio found", audio_dir)
+        return None
+    gap = np.zeros(int(0.3 * SAMPLE_RATE), dtype=np.float32)
+    want = int(seconds * SAMPLE_RATE)
+    parts, have, i = [], 0, 0
+    while have < want:
+        piece = np.concatenate([clips[i % len(clips)], gap])
+        parts.append(piece)
+        have += len(piece)
+        i += 1
+    return np.clip(np.concatenate(parts)[:want], -1.0, 1.0)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     from s3tok.logging_setup import setup_logging
@@ -36,27 +57,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     import soundfile as sf
 
-    from s3tok.audio import SAMPLE_RATE, load_audio
-    from s3tok.data import scan_audio_dir
+    from s3tok.audio import SAMPLE_RATE
     from s3tok.fsutil import atomic_write_bytes
 
-    clips = [load_audio(e.location).numpy() for e in scan_audio_dir(args.audio_dir)]
-    if not clips or args.minutes <= 0:
-        logger.error("%s: no audio found, or --minutes %s is not positive", args.audio_dir, args.minutes)
+    if args.minutes <= 0:
+        logger.error("--minutes %s is not positive", args.minutes)
         return 1
-    gap = np.zeros(int(0.3 * SAMPLE_RATE), dtype=np.float32)
-    want = int(args.minutes * 60 * SAMPLE_RATE)
-    parts, have, i = [], 0, 0
-    while have < want:
-        piece = np.concatenate([clips[i % len(clips)], gap])
-        parts.append(piece)
-        have += len(piece)
-        i += 1
-    audio = np.clip(np.concatenate(parts)[:want], -1.0, 1.0)
+    audio = speech_stream(args.audio_dir, args.minutes * 60)
+    if audio is None:
+        return 1
     buf = io.BytesIO()
     sf.write(buf, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
     atomic_write_bytes(args.out, buf.getvalue())
-    logger.info("%s: %.1f min of speech from %d clips (%d pieces)", args.out, want / SAMPLE_RATE / 60, len(clips), i)
+    logger.info("%s: %.1f min of speech", args.out, len(audio) / SAMPLE_RATE / 60)
     return 0
 
 
