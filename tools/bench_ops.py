@@ -129,7 +129,9 @@ def table(results: List[Dict[str, object]], peak: float, name: str) -> List[str]
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from s3tok.logging_setup import setup_logging
+
+    setup_logging()
     torch.set_num_threads(args.threads)
     peak = measure_peak(args.threads)
     peak_name, ref_peak = product_peak(peak, args.dtype)
@@ -142,8 +144,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         results.append(r)
     info = {"date": time.strftime("%Y-%m-%d"), "machine": machine_name(), "source": source_version(),
             "threads": args.threads, "windows": args.windows, "frames": args.frames, "dtype": args.dtype,
-            "peak": peak, "peak_used": peak_name, "command": " ".join(["python tools/bench_ops.py", *(argv if argv is not None
-                                                                             else sys.argv[1:])])}
+            "peak": peak, "peak_used": peak_name,
+            "command": " ".join(["python tools/bench_ops.py", *(argv if argv is not None else sys.argv[1:])])}
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"info": info, "results": results}, f, indent=1)

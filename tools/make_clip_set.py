@@ -11,7 +11,6 @@ every time). Each piece is written as ``clipNNNNN.wav`` (16-bit PCM), atomically
 about 7,000 utterances of 2-10 s (about 5 s on average): many short items, where batching matters most.
 """
 import argparse
-import io
 import logging
 import os
 import sys
@@ -19,7 +18,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from make_long_wav import speech_stream  # tools/, beside this file
+from make_long_wav import speech_stream, write_pcm16  # tools/, beside this file
 
 logger = logging.getLogger("make_clip_set")
 
@@ -52,10 +51,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from s3tok.logging_setup import setup_logging
 
     setup_logging()
-    import soundfile as sf
-
     from s3tok.audio import SAMPLE_RATE
-    from s3tok.fsutil import atomic_write_bytes
 
     if not 0 < args.min_seconds <= args.max_seconds or args.minutes <= 0:
         logger.error("need 0 < --min_seconds <= --max_seconds and --minutes > 0")
@@ -68,9 +64,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.makedirs(args.out, exist_ok=True)
     start = 0
     for i, n in enumerate(lengths, 1):
-        buf = io.BytesIO()
-        sf.write(buf, audio[start:start + n], SAMPLE_RATE, subtype="PCM_16", format="WAV")
-        atomic_write_bytes(os.path.join(args.out, f"clip{i:05d}.wav"), buf.getvalue())
+        write_pcm16(os.path.join(args.out, f"clip{i:05d}.wav"), audio[start:start + n])
         start += n
     logger.info("%s: %d clips, %.1f min", args.out, len(lengths), start / SAMPLE_RATE / 60)
     return 0

@@ -48,11 +48,8 @@ def speech_stream(audio_dir: str, seconds: float) -> Optional[np.ndarray]:
     return np.clip(np.concatenate(parts)[:want], -1.0, 1.0)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = get_parser().parse_args(argv)
-    from s3tok.logging_setup import setup_logging
-
-    setup_logging()
+def write_pcm16(path: str, audio: np.ndarray) -> None:
+    """Write 16 kHz mono ``audio`` as a 16-bit PCM wav, atomically."""
     import io
 
     import soundfile as sf
@@ -60,15 +57,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from s3tok.audio import SAMPLE_RATE
     from s3tok.fsutil import atomic_write_bytes
 
+    buf = io.BytesIO()
+    sf.write(buf, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = get_parser().parse_args(argv)
+    from s3tok.logging_setup import setup_logging
+
+    setup_logging()
+    from s3tok.audio import SAMPLE_RATE
+
     if args.minutes <= 0:
         logger.error("--minutes %s is not positive", args.minutes)
         return 1
     audio = speech_stream(args.audio_dir, args.minutes * 60)
     if audio is None:
         return 1
-    buf = io.BytesIO()
-    sf.write(buf, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-    atomic_write_bytes(args.out, buf.getvalue())
+    write_pcm16(args.out, audio)
     logger.info("%s: %.1f min of speech", args.out, len(audio) / SAMPLE_RATE / 60)
     return 0
 
