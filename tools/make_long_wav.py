@@ -33,7 +33,11 @@ def speech_stream(audio_dir: str, seconds: float) -> Optional[np.ndarray]:
     from s3tok.audio import SAMPLE_RATE, load_audio
     from s3tok.data import scan_audio_dir
 
-    clips = [load_audio(e.location).numpy() for e in scan_audio_dir(audio_dir)]
+    try:
+        clips = [load_audio(e.location).numpy() for e in scan_audio_dir(audio_dir)]
+    except (OSError, ValueError) as e:
+        logger.error("%s", e)
+        return None
     if not clips:
         logger.error("%s: no audio found", audio_dir)
         return None
