@@ -13,7 +13,7 @@ def test_bench_harness_smoke(ref, tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "bench.py"), "--model",
                            str(ref / "models" / "speech_tokenizer_v1_25hz.onnx"), "--wav_dir", str(ref / "audio"),
-                           "--limit", "1", "--runs", "1", "--threads", "1", "--engines", "ort-1,s3tok-fp32",
+                           "--limit", "1", "--runs", "1", "--rounds", "2", "--threads", "1", "--engines", "ort-1,s3tok-fp32",
                            "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -24,6 +24,12 @@ def test_bench_harness_smoke(ref, tmp_path):
     assert 0 <= rows["s3tok-fp32"]["input_wait_share"] < 1 and rows["ort-1"]["input_wait_share"] is None
     assert result["info"]["peak"]["fp32_peak"] > 0 and result["info"]["gflop_per_audio_second"] > 0
     assert "| s3tok fp32 (tokenize batching) |" in proc.stdout
+    # two interleaved rounds: the peak measured before each and after the last, one speed ratio per round
+    assert result["info"]["rounds"] == 2 and len(result["info"]["peaks_fp32"]) == 3
+    assert result["info"]["peak"]["fp32_peak"] == max(result["info"]["peaks_fp32"])
+    assert len(rows["s3tok-fp32"]["speed_vs_reference_by_round"]) == 2
+    assert rows["ort-1"]["speed_vs_reference_by_round"] is None
+    assert "round by round (2 interleaved rounds): s3tok fp32 (tokenize batching)" in proc.stdout
     report = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_report.py"), str(out), str(out)],
                             capture_output=True, text=True, timeout=60)
     assert report.returncode == 0, report.stderr[-3000:]
@@ -34,6 +40,7 @@ def test_bench_harness_smoke(ref, tmp_path):
     summary = [line for line in lines if line.startswith("| speech_tokenizer_v1_25hz |")]
     assert len(summary) == 2 and "0.000 % / -" in summary[0]  # fp32 exact, no bf16 row in this run
     assert report.stdout.count(result["info"]["command"]) == 2
+    assert report.stdout.count("round by round (2 interleaved rounds)") == 2
 
 
 def test_bench_report_rejects_other_json(tmp_path):

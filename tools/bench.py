@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from bench_report import table  # tools/, beside this file
+from bench_report import peak_text, rounds_note, table  # tools/, beside this file
 
 logger = logging.getLogger("bench")
 
@@ -48,7 +48,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="threads for every engine (onnxruntime also runs at 1)")
     p.add_argument("--batch_size", type=int, default=16, help="s3tok tokenize --batch_size")
     p.add_argument("--max_frames_per_batch", type=int, default=None, help="default: as s3tok tokenize")
-    p.add_argument("--runs", type=int, default=3, help="timed passes per engine; the best is reported")
+    p.add_argument("--runs", type=int, default=3, help="timed passes per engine and round; the best is reported")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run every engine this many times, interleaved (A B C, C B A, ...), so that a machine "
+                        "whose speed drifts affects all engines alike; the best pass over all rounds is reported")
     p.add_argument("--limit", type=int, default=0, help="only the first N clips (0: all)")
     p.add_argument("--engines", default="", help="comma-separated subset of: " + ", ".join(ENGINES))
     p.add_argument("--json", default=None, help="write the results here")
@@ -263,6 +266,46 @@ def miss_rate(got: Dict[str, List[int]], ref: Dict[str, List[int]]) -> float:
     return bad / max(1, total)
 
 
+def _engine_available(name: str) -> bool:
+    if name.startswith("s3tokenizer") and subprocess.run(
+            [sys.executable, "-c", "import s3tokenizer"], capture_output=True).returncode != 0:
+        logger.info("%s: the s3tokenizer package is not importable here; row skipped", name)
+        return False
+    return True
+
+
+def _run_engine_process(argv: Optional[Sequence[str]], name: str, out: str) -> Optional[Dict[str, object]]:
+    """Run one engine in a fresh process (no thread pool or allocator state shared with another engine)."""
+    cmd = [sys.executable, os.path.abspath(__file__), *(argv if argv is not None else sys.argv[1:]),
+           "--engine", name, "--result", out]
+    proc = subprocess.run(cmd)
+    if proc.returncode != 0:
+        logger.error("%s failed (exit %d); its pass in this round is left out", name, proc.returncode)
+        return None
+    with open(out) as f:
+        return json.load(f)
+
+
+def merge_rounds(name: str, runs: List[Dict[str, object]]) -> Dict[str, object]:
+    """One engine's rounds as one result: the best pass (its tokens and measurements), the highest memory."""
+    best = min(runs, key=lambda r: float(r["wall"]))
+    differ = [r["round"] for r in runs if r["tokens"] != runs[0]["tokens"]]
+    if differ:
+        logger.warning("%s: tokens of round(s) %s differ from round 0 (the engine is not deterministic)",
+                       name, differ)
+    return {**best, "walls": [w for r in runs for w in r["walls"]],
+            "peak_rss_mb": max(float(r["peak_rss_mb"]) for r in runs)}
+
+
+def speed_by_round(by_round: Dict[str, List[Dict[str, object]]], name: str,
+                   reference: Optional[str]) -> Optional[List[float]]:
+    """``name``'s speed over ``reference``'s (their walls' inverse ratio) in each round both finished."""
+    if reference is None or name == reference:
+        return None
+    ref = {r["round"]: float(r["wall"]) for r in by_round[reference]}
+    return [ref[r["round"]] / float(r["wall"]) for r in by_round[name] if r["round"] in ref]
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     from s3tok.logging_setup import setup_logging
@@ -284,26 +327,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     frames = {e.key: mel_frames(load_waveform(Utterance(e.key, recording=e)).numel()) for e in entries}
     seconds = sum(frames.values()) / 100.0
     model_flops = sum(utterance_flops(config, f) for f in frames.values())
-    peak = measure_peak(args.threads)
     wanted = [e for e in (args.engines.split(",") if args.engines else ENGINES) if e]
-    results: Dict[str, Dict[str, object]] = {}
+    wanted = [e for e in wanted if _engine_available(e)]
+    peaks: List[Dict[str, float]] = []
+    by_round: Dict[str, List[Dict[str, object]]] = {name: [] for name in wanted}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in wanted:
-            if name.startswith("s3tokenizer") and subprocess.run(
-                    [sys.executable, "-c", "import s3tokenizer"], capture_output=True).returncode != 0:
-                logger.info("%s: the s3tokenizer package is not importable here; row skipped", name)
-                continue
-            out = os.path.join(tmp, f"{name}.json")
-            cmd = [sys.executable, os.path.abspath(__file__), *(argv if argv is not None else sys.argv[1:]),
-                   "--engine", name, "--result", out]
-            proc = subprocess.run(cmd)
-            if proc.returncode != 0:
-                logger.error("%s failed (exit %d); row skipped", name, proc.returncode)
-                continue
-            with open(out) as f:
-                results[name] = json.load(f)
+        for rnd in range(max(1, args.rounds)):
+            peaks.append(measure_peak(args.threads))
+            for name in (wanted if rnd % 2 == 0 else wanted[::-1]):
+                result = _run_engine_process(argv, name, os.path.join(tmp, f"{name}.{rnd}.json"))
+                if result is not None:
+                    by_round[name].append({"round": rnd, **result})
+        peaks.append(measure_peak(args.threads))
+    peak = {key: max(p[key] for p in peaks) for key in peaks[0]}
+    results = {name: merge_rounds(name, runs) for name, runs in by_round.items() if runs}
     ref_name = next((e for e in ("ort-1", "ort-N") if e in results), None)  # same tokens; ort-1 when both ran
     ref = results[ref_name]["tokens"] if ref_name else None
+    ref_speed_name = next((e for e in ("ort-N", "ort-1") if e in results), None)  # the fastest official row
     rows = []
     for name, r in results.items():
         wall = float(r["wall"])
@@ -313,19 +353,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      "peak_rss_mb": r["peak_rss_mb"], "padding_overhead": r["padding_overhead"],
                      "input_wait_share": r.get("input_wait_share"),
                      "gflops": gflops, "pct_of_peak": 100 * gflops / peak["fp32_peak"],
-                     "miss_rate": miss_rate(r["tokens"], ref) if ref else None})
+                     "miss_rate": miss_rate(r["tokens"], ref) if ref else None,
+                     "speed_vs_reference_by_round": speed_by_round(by_round, name, ref_speed_name)})
     info = {"date": datetime.date.today().isoformat(), "machine": machine_name(), "source": source_version(),
             "threads": args.threads, "model": args.model, "version": config.version, "width": config.width,
             "depth": config.depth, "clips": len(entries), "reference": ref_name,
             "audio_seconds": seconds, "gflop_per_audio_second": model_flops / seconds / 1e9, "peak": peak,
+            "peaks_fp32": [p["fp32_peak"] for p in peaks], "rounds": max(1, args.rounds),
+            "speed_reference": ref_speed_name,
             "command": " ".join(["python tools/bench.py", *(argv if argv is not None else sys.argv[1:])])}
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"info": info, "rows": rows}, f, indent=1)
     lines = [f"{config.version} (width {config.width}, {config.depth} blocks), {len(entries)} clips = {seconds:.1f} s, "
              f"{info['gflop_per_audio_second']:.2f} GFLOP per audio second; {args.threads} threads; "
-             f"fp32 matmul peak {peak['fp32_peak']:.0f} GFLOP/s (bf16 {peak['torch_bf16']:.0f})", ""]
-    lines += table({"info": info, "rows": rows}, LABELS)
+             f"{peak_text(info)}", ""]
+    lines += table({"info": info, "rows": rows}, LABELS) + rounds_note({"info": info, "rows": rows}, LABELS)
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 

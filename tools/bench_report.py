@@ -9,6 +9,7 @@ version's full table as ``tools/bench.py`` printed it, headed by the machine, da
 import argparse
 import json
 import logging
+import statistics
 import sys
 from typing import Dict, List, Optional, Sequence
 
@@ -72,12 +73,35 @@ def table(run: Dict[str, object], labels: Dict[str, str] = LABELS) -> List[str]:
     return lines
 
 
+def peak_text(info: Dict[str, object]) -> str:
+    """``fp32 matmul peak 298 GFLOP/s (bf16 1944)``, with the spread when it was measured more than once."""
+    peak, peaks = info["peak"], info.get("peaks_fp32") or []
+    spread = f"; best of {len(peaks)} measurements, lowest {min(peaks):.0f}" if len(peaks) > 1 else ""
+    return f"fp32 matmul peak {peak['fp32_peak']:.0f} GFLOP/s (bf16 {peak['torch_bf16']:.0f}{spread})"
+
+
+def rounds_note(run: Dict[str, object], labels: Dict[str, str] = LABELS) -> List[str]:
+    """With ``--rounds`` > 1: each engine's speed over the fastest onnxruntime row, round by round."""
+    info = run["info"]
+    reference = info.get("speed_reference")
+    parts = []
+    for r in run["rows"]:
+        ratios = r.get("speed_vs_reference_by_round") or []
+        if len(ratios) > 1:
+            label = labels.get(r["engine"], r["engine"]).format(threads=info["threads"])
+            parts.append(f"{label} {', '.join(f'{x:.2f}' for x in ratios)} (median {statistics.median(ratios):.2f})")
+    if not parts:
+        return []
+    ref_label = labels.get(reference, reference).format(threads=info["threads"])
+    return ["", f"Speed over {ref_label}, round by round ({info['rounds']} interleaved rounds): "
+            + "; ".join(parts) + "."]
+
+
 def detail(run: Dict[str, object]) -> List[str]:
     """The full table of one model, headed by its size, clips and measured peak."""
-    info, peak = run["info"], run["info"]["peak"]
+    info = run["info"]
     return [f"**{info['version']}** (width {info['width']}, {info['depth']} blocks): {info['clips']} clips = "
-            f"{info['audio_seconds']:.1f} s; fp32 matmul peak {peak['fp32_peak']:.0f} GFLOP/s "
-            f"(bf16 {peak['torch_bf16']:.0f})", ""] + table(run)
+            f"{info['audio_seconds']:.1f} s; {peak_text(info)}", ""] + table(run) + rounds_note(run)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
