@@ -41,6 +41,32 @@ def test_bench_harness_smoke(ref, tmp_path):
     assert len(summary) == 2 and "0.000 % / -" in summary[0]  # fp32 exact, no bf16 row in this run
     assert report.stdout.count(result["info"]["command"]) == 2
     assert report.stdout.count("round by round (2 interleaved rounds)") == 2
+    md = tmp_path / "report.md"
+    again = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_report.py"), str(out), str(out), "--out",
+                            str(md)], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and again.stdout == "" and md.read_text() == report.stdout
+
+
+def test_bench_report_gpu_columns():
+    """s3tok rows run on a GPU add its utilisation and peak memory to the table, and the header names it."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import bench_report
+    finally:
+        sys.path.pop(0)
+    row = {"engine": "s3tok-bf16", "rtf": 2400.0, "tokens_per_s": 60000.0, "gflops": 17000.0, "pct_of_peak": 30.0,
+           "peak_rss_mb": 3000.0, "padding_overhead": 1.03, "input_wait_share": 0.1, "miss_rate": None,
+           "gpu_util_pct": 87.4, "gpu_peak_mb": 20480.0}
+    ort = {**row, "engine": "ort-N", "gpu_util_pct": None, "gpu_peak_mb": None}
+    info = {"threads": 16, "device": "NVIDIA H200 (cuda:0)", "peak": {"fp32_peak": 900.0, "torch_bf16": 3000.0,
+            "gpu_float32": 51000.0, "gpu_bfloat16": 760000.0}, "peaks_fp32": [900.0]}
+    lines = bench_report.table({"info": info, "rows": [ort, row]})
+    assert lines[0].endswith("| miss rate vs ORT bs1 | GPU util | peak GPU MB |")
+    assert lines[1].count("---") == 11
+    assert lines[2].endswith("| - | - |") and lines[3].endswith("| 87 % | 20480 |")
+    assert "NVIDIA H200 (cuda:0): fp32 51.0 TFLOP/s, bf16 760 TFLOP/s" in bench_report.peak_text(info)
+    cpu = bench_report.table({"info": {"threads": 2}, "rows": [{**row, "gpu_util_pct": None, "gpu_peak_mb": None}]})
+    assert "GPU util" not in cpu[0] and cpu[1].count("---") == 9
 
 
 def test_bench_report_rejects_other_json(tmp_path):

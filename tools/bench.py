@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -47,6 +48,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="official-layout .onnx file")
     p.add_argument("--threads", type=int, default=2, help="threads for every engine (onnxruntime also runs at 1)")
     p.add_argument("--batch_size", type=int, default=16, help="s3tok tokenize --batch_size")
+    p.add_argument("--device", default="cpu", help="where the s3tok rows run: cpu, cuda, cuda:1 (onnxruntime and "
+                                                   "s3tokenizer rows always run on the CPU)")
+    p.add_argument("--num_workers", type=int, default=2, help="s3tok tokenize --num_workers (decoding threads)")
     p.add_argument("--max_frames_per_batch", type=int, default=None, help="default: as s3tok tokenize")
     p.add_argument("--runs", type=int, default=3, help="timed passes per engine and round; the best is reported")
     p.add_argument("--rounds", type=int, default=1,
@@ -94,14 +98,15 @@ def _s3tok_engine(args, dtype):
     from s3tok.model.tokenizer import FrameCount
     from s3tok.pipeline import run_tokenize
 
-    model = s3tok.load_model(args.model, dtype=dtype)
+    device = torch.device(args.device)
+    model = s3tok.load_model(args.model, dtype=dtype, device=device)
 
     def run(entries):
         got: Dict[str, List[int]] = {}
         model.frame_count = FrameCount()
         stats = run_tokenize(model, entries, lambda k, t: got.__setitem__(k, t), lambda k, r: None,
                              batch_size=args.batch_size, max_frames_per_batch=args.max_frames_per_batch,
-                             progress=False)
+                             num_workers=args.num_workers, device=device, progress=False)
         return got, {"padding_overhead": model.frame_count.overhead,
                      "input_wait_share": stats.input_wait_seconds / max(stats.wall_seconds, 1e-9)}
     return run
@@ -144,15 +149,71 @@ def run_engine(args) -> Dict[str, object]:
         run = _s3tokenizer_engine(args, int(name.split("-")[1]))
     run(entries[:1])  # warm-up on one clip
     reset_peak_rss()
-    walls, passes = [], []
+    gpu = GpuMonitor(torch.device(args.device)) if name.startswith("s3tok-") else None
+    walls, passes, util = [], [], []
     for _ in range(args.runs):
+        if gpu:
+            gpu.start()
         t0 = time.perf_counter()
         passes.append(run(entries))  # (tokens, what the engine measured in this pass)
         walls.append(time.perf_counter() - t0)
+        util.append(gpu.stop() if gpu else None)
     best = walls.index(min(walls))
     tokens, measured = passes[best]
     return {"wall": walls[best], "walls": walls, "tokens": tokens, "peak_rss_mb": peak_rss_mb(),
-            "input_wait_share": None, **measured}
+            "input_wait_share": None, "gpu_util_pct": util[best],
+            "gpu_peak_mb": gpu.peak_mb() if gpu else None, **measured}
+
+
+class GpuMonitor:
+    """Samples the GPU's utilisation (NVML, the share of time a kernel was running, as nvidia-smi shows it)
+    every 50 ms during a pass, and reads torch's peak GPU memory. Does nothing on a CPU device."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.handle = None
+        self.samples: List[int] = []
+        self._stop = None
+        if device.type != "cuda":
+            return
+        torch.cuda.reset_peak_memory_stats(device)
+        try:
+            import pynvml  # nvidia-ml-py
+
+            pynvml.nvmlInit()
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            self.handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            self._nvml = pynvml
+        except Exception as e:  # noqa: BLE001 - no NVML: the utilisation column stays empty
+            logger.warning("GPU utilisation not sampled (%s)", e)
+
+    def start(self) -> None:
+        import threading
+
+        self.samples = []
+        if self.handle is None:
+            return
+        self._stop = threading.Event()
+
+        def sample():
+            while not self._stop.wait(0.05):
+                self.samples.append(self._nvml.nvmlDeviceGetUtilizationRates(self.handle).gpu)
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> Optional[float]:
+        """Mean utilisation (%) over the pass, or None without NVML or samples."""
+        if self._stop is None:
+            return None
+        self._stop.set()
+        self._thread.join()
+        self._stop = None
+        return sum(self.samples) / len(self.samples) if self.samples else None
+
+    def peak_mb(self) -> Optional[float]:
+        if self.device.type != "cuda":
+            return None
+        return torch.cuda.max_memory_allocated(self.device) / 2 ** 20
 
 
 def machine_name() -> str:
@@ -173,6 +234,14 @@ def machine_name() -> str:
     ext = [name for flag, name in (("avx512f", "AVX-512"), ("avx512_bf16", "AVX-512 BF16"), ("amx_bf16", "AMX"))
            if flag in flags]
     return f"{model} ({', '.join([f'{os.cpu_count()} CPUs', *ext])})"
+
+
+def device_name(device: torch.device) -> str:
+    """``cpu``, or the GPU's name, e.g. ``NVIDIA H200 (cuda:0)``."""
+    if device.type != "cuda":
+        return str(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"{torch.cuda.get_device_name(index)} (cuda:{index})"
 
 
 def source_version() -> str:
@@ -258,6 +327,27 @@ def measure_peak(threads: int) -> Dict[str, float]:
     return out
 
 
+def measure_gpu_peak(device: torch.device) -> Dict[str, float]:
+    """The GPU's matmul rate in GFLOP/s on an 8192^3 product: fp32 (TF32 off, as s3tok runs it) and bf16."""
+    n = 8192
+    out = {}
+    for name, dtype in (("gpu_float32", torch.float32), ("gpu_bfloat16", torch.bfloat16)):
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        a @ b
+        torch.cuda.synchronize(device)
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            a @ b
+            torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - t0)
+        out[name] = 2.0 * n ** 3 / min(times) / 1e9
+        del a, b
+    torch.cuda.empty_cache()
+    return out
+
+
 def miss_rate(got: Dict[str, List[int]], ref: Dict[str, List[int]]) -> float:
     from s3tok.parity import compare
 
@@ -324,21 +414,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     config = read_onnx(args.model).config
     entries = _entries(args)
-    frames = {e.key: mel_frames(load_waveform(Utterance(e.key, recording=e)).numel()) for e in entries}
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # decode once to count the frames
+        counts = pool.map(lambda e: mel_frames(load_waveform(Utterance(e.key, recording=e)).numel()), entries)
+        frames = dict(zip((e.key for e in entries), counts))
     seconds = sum(frames.values()) / 100.0
     model_flops = sum(utterance_flops(config, f) for f in frames.values())
     wanted = [e for e in (args.engines.split(",") if args.engines else ENGINES) if e]
     wanted = [e for e in wanted if _engine_available(e)]
+    device = torch.device(args.device)
+    on_gpu = device.type == "cuda"
+    if on_gpu:
+        torch.backends.cuda.matmul.allow_tf32 = False  # the peak s3tok's fp32 rows can reach
     peaks: List[Dict[str, float]] = []
     by_round: Dict[str, List[Dict[str, object]]] = {name: [] for name in wanted}
     with tempfile.TemporaryDirectory() as tmp:
         for rnd in range(max(1, args.rounds)):
             peaks.append(measure_peak(args.threads))
+            if on_gpu:
+                peaks[-1].update(measure_gpu_peak(device))
             for name in (wanted if rnd % 2 == 0 else wanted[::-1]):
                 result = _run_engine_process(argv, name, os.path.join(tmp, f"{name}.{rnd}.json"))
                 if result is not None:
                     by_round[name].append({"round": rnd, **result})
         peaks.append(measure_peak(args.threads))
+        if on_gpu:
+            peaks[-1].update(measure_gpu_peak(device))
     peak = {key: max(p[key] for p in peaks) for key in peaks[0]}
     results = {name: merge_rounds(name, runs) for name, runs in by_round.items() if runs}
     ref_name = next((e for e in ("ort-1", "ort-N") if e in results), None)  # same tokens; ort-1 when both ran
@@ -349,10 +449,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         wall = float(r["wall"])
         ntok = sum(len(v) for v in r["tokens"].values())
         gflops = model_flops / wall / 1e9
+        row_peak = peak["gpu_float32"] if on_gpu and name.startswith("s3tok-") else peak["fp32_peak"]
         rows.append({"engine": name, "wall_s": wall, "rtf": seconds / wall, "tokens_per_s": ntok / wall,
                      "peak_rss_mb": r["peak_rss_mb"], "padding_overhead": r["padding_overhead"],
                      "input_wait_share": r.get("input_wait_share"),
-                     "gflops": gflops, "pct_of_peak": 100 * gflops / peak["fp32_peak"],
+                     "gflops": gflops, "pct_of_peak": 100 * gflops / row_peak,
+                     "gpu_util_pct": r.get("gpu_util_pct"), "gpu_peak_mb": r.get("gpu_peak_mb"),
                      "miss_rate": miss_rate(r["tokens"], ref) if ref else None,
                      "speed_vs_reference_by_round": speed_by_round(by_round, name, ref_speed_name)})
     info = {"date": datetime.date.today().isoformat(), "machine": machine_name(), "source": source_version(),
@@ -360,7 +462,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "depth": config.depth, "clips": len(entries), "reference": ref_name,
             "audio_seconds": seconds, "gflop_per_audio_second": model_flops / seconds / 1e9, "peak": peak,
             "peaks_fp32": [p["fp32_peak"] for p in peaks], "rounds": max(1, args.rounds),
-            "speed_reference": ref_speed_name,
+            "speed_reference": ref_speed_name, "device": device_name(device),
             "command": " ".join(["python tools/bench.py", *(argv if argv is not None else sys.argv[1:])])}
     if args.json:
         with open(args.json, "w") as f:

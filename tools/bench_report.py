@@ -22,6 +22,7 @@ LABELS = {"ort-1": "ORT bs1 1 thr", "ort-N": "ORT bs1 {threads} thr", "s3tok-fp3
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results", nargs="+", help="JSON files written by tools/bench.py --json")
+    p.add_argument("--out", default=None, help="write the markdown here (default: standard output)")
     return p
 
 
@@ -60,16 +61,24 @@ def summary(runs: List[Dict[str, object]]) -> List[str]:
 
 
 def table(run: Dict[str, object], labels: Dict[str, str] = LABELS) -> List[str]:
-    """Every engine of one run, a row each (``labels`` may hold ``{threads}``); tools/bench.py prints this."""
+    """Every engine of one run, a row each (``labels`` may hold ``{threads}``); tools/bench.py prints this.
+    Runs with s3tok on a GPU get two more columns: its utilisation and peak memory."""
     info = run["info"]
     reference = info.get("reference", "ort-1")
-    lines = ["| engine | audio s/s | tokens/s | GFLOP/s | % of fp32 peak | peak RSS MB | computed / useful frames "
-             "| model waits for input | miss rate vs ORT bs1 |", "|---|---|---|---|---|---|---|---|---|"]
+    gpu = any(r.get("gpu_peak_mb") is not None for r in run["rows"])
+    head = ("| engine | audio s/s | tokens/s | GFLOP/s | % of fp32 peak | peak RSS MB | computed / useful frames "
+            "| model waits for input | miss rate vs ORT bs1 |")
+    lines = [head + (" GPU util | peak GPU MB |" if gpu else ""), "|---|---|---|---|---|---|---|---|---|"
+             + ("---|---|" if gpu else "")]
     for r in run["rows"]:
         label = labels.get(r["engine"], r["engine"]).format(threads=info["threads"])
-        lines.append(f"| {label} | {r['rtf']:.1f} | {r['tokens_per_s']:.0f} | {r['gflops']:.0f} | "
-                     f"{r['pct_of_peak']:.0f} % | {r['peak_rss_mb']:.0f} | {_overhead(r)} | {_wait(r)} | "
-                     f"{_miss(r, reference)} |")
+        line = (f"| {label} | {r['rtf']:.1f} | {r['tokens_per_s']:.0f} | {r['gflops']:.0f} | "
+                f"{r['pct_of_peak']:.0f} % | {r['peak_rss_mb']:.0f} | {_overhead(r)} | {_wait(r)} | "
+                f"{_miss(r, reference)} |")
+        if gpu:
+            util, mem = r.get("gpu_util_pct"), r.get("gpu_peak_mb")
+            line += f" {'-' if util is None else f'{util:.0f} %'} | {'-' if mem is None else f'{mem:.0f}'} |"
+        lines.append(line)
     return lines
 
 
@@ -77,7 +86,11 @@ def peak_text(info: Dict[str, object]) -> str:
     """``fp32 matmul peak 298 GFLOP/s (bf16 1944)``, with the spread when it was measured more than once."""
     peak, peaks = info["peak"], info.get("peaks_fp32") or []
     spread = f"; best of {len(peaks)} measurements, lowest {min(peaks):.0f}" if len(peaks) > 1 else ""
-    return f"fp32 matmul peak {peak['fp32_peak']:.0f} GFLOP/s (bf16 {peak['torch_bf16']:.0f}{spread})"
+    text = f"fp32 matmul peak {peak['fp32_peak']:.0f} GFLOP/s (bf16 {peak['torch_bf16']:.0f}{spread})"
+    if "gpu_float32" in peak:
+        text += (f"; {info.get('device', 'GPU')}: fp32 {peak['gpu_float32'] / 1000:.1f} TFLOP/s, bf16 "
+                 f"{peak['gpu_bfloat16'] / 1000:.0f} TFLOP/s (% of fp32 peak of the s3tok rows: of the GPU's fp32)")
+    return text
 
 
 def rounds_note(run: Dict[str, object], labels: Dict[str, str] = LABELS) -> List[str]:
@@ -119,13 +132,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         runs.append(run)
     first = runs[0]["info"]
     source = f" with s3tok {first['source']}" if first.get("source") else ""
-    out = [f"Measured {first['date']}{source} on {first['machine']}, {first['threads']} threads, no GPU; "
+    where = "no GPU" if first.get("device", "cpu").startswith("cpu") else f"s3tok rows on {first['device']}"
+    out = [f"Measured {first['date']}{source} on {first['machine']}, {first['threads']} threads, {where}; "
            f"{first['clips']} clips = {first['audio_seconds']:.1f} s of audio; audio seconds per second, "
            "end to end (decode + log-mel + model), best of the timed passes:", ""]
     out += summary(runs)
     for run in runs:
         out += ["", f"`{run['info']['command']}`", ""] + detail(run)
-    sys.stdout.write("\n".join(out) + "\n")
+    text = "\n".join(out) + "\n"
+    if args.out:
+        from s3tok.fsutil import atomic_write_text
+
+        atomic_write_text(args.out, text)
+    else:
+        sys.stdout.write(text)
     return 0
 
 
