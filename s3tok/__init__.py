@@ -11,7 +11,7 @@ from .version import __version__
 _EXPORTS = {
     "available_models": ".api", "load_model": ".api",
     "AudioError": ".audio", "load_audio": ".audio", "log_mel_spectrogram": ".audio", "padding": ".audio",
-    "S3Config": ".model", "S3Tokenizer": ".model",
+    "S3Config": ".model", "S3Tokenizer": ".model", "keep_freed_memory": ".cpu_memory",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

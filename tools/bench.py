@@ -99,6 +99,8 @@ def _s3tok_engine(args, dtype):
     from s3tok.pipeline import run_tokenize
 
     device = torch.device(args.device)
+    if device.type == "cpu":
+        s3tok.keep_freed_memory()  # as s3tok tokenize does
     model = s3tok.load_model(args.model, dtype=dtype, device=device)
 
     def run(entries):

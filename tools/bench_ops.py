@@ -62,6 +62,7 @@ def profile_model(path: str, args) -> Dict[str, object]:
     import s3tok
     from s3tok.model.flops import window_flops_by_op
 
+    s3tok.keep_freed_memory()  # as s3tok tokenize does on CPU
     model = s3tok.load_model(path, dtype=args.dtype)
     config = model.config
     mels = torch.randn(args.windows, config.n_mels, args.frames)

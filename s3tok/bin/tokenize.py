@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 import torch
 
 from ..api import PRECISIONS, load_model
+from ..cpu_memory import keep_freed_memory
 from ..data.sources import select_source
 from ..logging_setup import setup_logging
 from ..sharding import distributed_job, job_shard, num_frames_file_for
@@ -79,6 +80,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         device = torch.device(args.device)
         if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
             device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))  # torchrun: one GPU per local rank
+        if device.type == "cpu":
+            keep_freed_memory()  # no fresh zeroed pages for every forward pass
         model = load_model(args.model, device=device, dtype=args.dtype)
     except (ValueError, OSError, RuntimeError) as e:
         logger.error("%s", e)
