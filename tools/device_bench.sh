@@ -42,7 +42,8 @@ run() {
         local rc=$?
         [ "$rc" -eq 0 ] || { failed=$((failed + 1)); log "FAILED (exit $rc): $*"; }
     }
-    if ! python3 -c "import s3tok" 2>/dev/null; then
+    # from the checkout's root "import s3tok" works uninstalled; the console script and soundfile tell
+    if ! command -v s3tok > /dev/null || ! python3 -c "import soundfile, kaldi_native_io" 2> /dev/null; then
         if [ -d "$carry/wheels" ]; then
             python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$carry"/wheels/*.whl \
                 >> "$out/device_bench.log" 2>&1 || { log "wheel install failed"; return 1; }
