@@ -4,6 +4,7 @@ Writes to ``--output_dir`` ``tokens[.J].{ark,scp,txt}``, ``utt2fail[.J]`` (``key
 that could not be tokenized; the rest go on) and ``tokenizer[.J].json``; ``.J`` when ``--job J`` of
 ``--num_jobs N`` (a contiguous shard). A rerun resumes a killed job and skips a finished one.
 Exit codes: 0 done; 1 more than ``--max_fail_ratio`` of the utterances failed; 2 bad arguments, input or model.
+On CPU it lets malloc keep freed memory for the next forward pass (``S3TOK_KEEP_FREED_MEMORY=0``: not).
 """
 from __future__ import annotations
 
