@@ -126,7 +126,7 @@ class Attention(nn.Module):
             if pad_mask is not None:
                 v = v * pad_mask
             m = F.pad(v.transpose(1, 2), (self.fsmn_pad, self.fsmn_pad))
-            memory = self.fsmn_block(m).transpose(1, 2) + v
+            memory = v + self.fsmn_block(m).transpose(1, 2)  # v first: the sum comes out contiguous
             if pad_mask is not None:
                 memory = memory * pad_mask
         if rope is not None:
