@@ -16,6 +16,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from .ieee_fp32 import ieee_fp32
+
 SAMPLE_RATE = 16000
 N_FFT = 400
 HOP_LENGTH = 160
@@ -241,10 +243,11 @@ def log_mel_spectrogram(audio: Union[str, os.PathLike, np.ndarray, torch.Tensor]
     out = torch.empty((n_mels, frames), dtype=torch.float32, device=audio.device)
     # Chunk by chunk, so that an hour of audio needs no 600 MB complex spectrum; every frame's FFT and
     # mel product is the same arithmetic as in one whole-utterance STFT (bit for bit, checked in the tests).
-    for start in range(0, frames, MEL_CHUNK_FRAMES):
-        end = min(frames, start + MEL_CHUNK_FRAMES)
-        piece = padded[start * HOP_LENGTH:(end - 1) * HOP_LENGTH + N_FFT]
-        out[:, start:end] = filters @ _power_spectrum(piece, window)
+    with ieee_fp32(audio.device):  # the mel product in fp32 on a GPU too, not TF32
+        for start in range(0, frames, MEL_CHUNK_FRAMES):
+            end = min(frames, start + MEL_CHUNK_FRAMES)
+            piece = padded[start * HOP_LENGTH:(end - 1) * HOP_LENGTH + N_FFT]
+            out[:, start:end] = filters @ _power_spectrum(piece, window)
     return _log_compress_(out)
 
 
@@ -271,7 +274,8 @@ def log_mel_batch(wavs: Sequence[torch.Tensor], n_mels: int = 128,
     x = torch.stack([torch.nn.functional.pad(p, (0, longest - p.shape[-1])) for p in padded])
     t_max = int(lens.max())
     power = _power_spectrum(x[..., :(t_max - 1) * HOP_LENGTH + N_FFT], _hann(dev))
-    mel = _mel_filters(dev, n_mels) @ power
+    with ieee_fp32(dev):  # fp32, not TF32, on a GPU
+        mel = _mel_filters(dev, n_mels) @ power
     valid = torch.arange(t_max, device=dev)[None, :] < lens.to(dev)[:, None]
     out = _log_compress_(mel, valid)
     return out.masked_fill(~valid[:, None, :], 0.0), lens

@@ -13,6 +13,7 @@ from .encoder import Encoder
 from .quantizers import FiniteScalarQuantizer, VectorQuantizer
 from .packing import pack_by_length
 from .windows import WINDOW, Segment, plan_segments
+from ..ieee_fp32 import ieee_fp32
 
 logger = logging.getLogger(__name__)
 
@@ -136,8 +137,9 @@ class S3Tokenizer(nn.Module):
         """Encoder + quantizer on one padded batch of at most 30 s items: ``(codes [B, T'], lens [B])``."""
         x = mels.to(device=self.device, dtype=self.compute_dtype)
         lengths = lengths.to(device=self.device, dtype=torch.int64)
-        h, out_lens = self.encoder(x, lengths)
-        return self.quantizer(h), out_lens
+        with ieee_fp32(self.device):  # no TF32 on a GPU: fp32 tokens as the official fp32 graph
+            h, out_lens = self.encoder(x, lengths)
+            return self.quantizer(h), out_lens
 
     @torch.no_grad()
     def quantize(self, mels: Tensor, mels_lens: Tensor,
