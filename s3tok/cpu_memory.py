@@ -4,7 +4,7 @@ By default glibc maps every block over its adaptive mmap threshold (at most 32 M
 on free, and trims the heap soon after, so each forward pass touches hundreds of megabytes of new,
 kernel-zeroed pages: 200,000-290,000 page faults per pass of two 30 s windows for v1 in fp32 on the
 benchmark machine. :func:`keep_freed_memory` serves every block from the heap (no mmap), grows it in
-larger steps and trims it only past a threshold, which brings that near zero for 100-200 MB more
+larger steps and trims it only past a threshold, which brings that near zero for 40-400 MB more
 resident memory. It is process-wide, so ``s3tok tokenize`` calls it on CPU and the Python API leaves it
 to the caller.
 """
