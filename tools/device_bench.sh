@@ -2,7 +2,8 @@
 # The GPU benchmark in one call of a lent GPU machine (no network there), prepared and tried on a CPU here.
 #
 #   bash tools/device_bench.sh prepare
-#       here: the wheels the GPU image lacks (soundfile, cffi, pycparser, kaldi-native-io; CPython 3.12)
+#       here: the wheels the GPU image lacks (soundfile, cffi, pycparser, kaldi-native-io; setuptools and
+#       wheel to install s3tok offline; CPython 3.10-3.13)
 #       and the 17 reference clips, into .gpu_bench/ (git-ignored), the one folder the call carries
 #   bash tools/device_bench.sh run OUT [MINUTES] [DEVICE] [VERSIONS]
 #       there: install s3tok offline, export official-size random-weight models, cut a MINUTES-long
@@ -20,11 +21,15 @@ cd "$(dirname "$0")/.."
 carry=.gpu_bench
 
 prepare() {
-    mkdir -p "$carry/wheels" "$carry/audio"
+    mkdir -p "$carry/audio"
     grep -qx "/$carry/" .git/info/exclude 2>/dev/null || echo "/$carry/" >> .git/info/exclude
-    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-        --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
-        --platform manylinux2014_x86_64 -d "$carry/wheels" soundfile cffi pycparser kaldi-native-io || return 1
+    local py
+    for py in 3.10 3.11 3.12 3.13; do  # the GPU image's Python is not known here: one folder per version
+        python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$py" --implementation cp \
+            --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+            --platform manylinux2014_x86_64 -d "$carry/wheels/cp${py/./}" soundfile cffi pycparser kaldi-native-io setuptools wheel \
+            || return 1
+    done
     cp ../shared/reference/audio/* "$carry/audio/" || return 1
     du -sh "$carry"
 }
@@ -44,8 +49,10 @@ run() {
     }
     # from the checkout's root "import s3tok" works uninstalled; the console script and soundfile tell
     if ! command -v s3tok > /dev/null || ! python3 -c "import soundfile, kaldi_native_io" 2> /dev/null; then
-        if [ -d "$carry/wheels" ]; then
-            python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$carry"/wheels/*.whl \
+        local wheels
+        wheels=$carry/wheels/$(python3 -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
+        if [ -d "$wheels" ]; then
+            python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$wheels"/*.whl \
                 >> "$out/device_bench.log" 2>&1 || { log "wheel install failed"; return 1; }
             export PYTHONPATH=/tmp/site
         fi
