@@ -38,8 +38,8 @@ def ieee_fp32(device: Union[str, torch.device]) -> Iterator[None]:
         return
     with _lock:
         if _depth == 0:
-            _saved[:] = [(obj, name, getattr(obj, name)) for obj, name, _ in _switches()]
             for obj, name, value in _switches():
+                _saved.append((obj, name, getattr(obj, name)))
                 setattr(obj, name, value)
         _depth += 1
     try:

@@ -329,6 +329,14 @@ def measure_peak(threads: int) -> Dict[str, float]:
     return out
 
 
+def measure_peaks(threads: int, device: torch.device) -> Dict[str, float]:
+    """The CPU's matmul peaks, and the GPU's when ``device`` is one."""
+    out = measure_peak(threads)
+    if device.type == "cuda":
+        out.update(measure_gpu_peak(device))
+    return out
+
+
 def measure_gpu_peak(device: torch.device) -> Dict[str, float]:
     """The GPU's matmul rate in GFLOP/s on an 8192^3 product: fp32 (TF32 off, as s3tok runs it) and bf16."""
     n = 8192
@@ -431,16 +439,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     by_round: Dict[str, List[Dict[str, object]]] = {name: [] for name in wanted}
     with tempfile.TemporaryDirectory() as tmp:
         for rnd in range(max(1, args.rounds)):
-            peaks.append(measure_peak(args.threads))
-            if on_gpu:
-                peaks[-1].update(measure_gpu_peak(device))
+            peaks.append(measure_peaks(args.threads, device))
             for name in (wanted if rnd % 2 == 0 else wanted[::-1]):
                 result = _run_engine_process(argv, name, os.path.join(tmp, f"{name}.{rnd}.json"))
                 if result is not None:
                     by_round[name].append({"round": rnd, **result})
-        peaks.append(measure_peak(args.threads))
-        if on_gpu:
-            peaks[-1].update(measure_gpu_peak(device))
+        peaks.append(measure_peaks(args.threads, device))
     peak = {key: max(p[key] for p in peaks) for key in peaks[0]}
     results = {name: merge_rounds(name, runs) for name, runs in by_round.items() if runs}
     ref_name = next((e for e in ("ort-1", "ort-N") if e in results), None)  # same tokens; ort-1 when both ran
