@@ -31,6 +31,8 @@ setup(
         "test": ["pytest", "onnxruntime", "kaldiio", "matplotlib"],
         "parity": ["onnxruntime"],
         "plots": ["matplotlib"],
+        # what the recipes' stages need beyond the tokenizer: parity (stage 4) and plots (stage 5)
+        "recipes": ["onnxruntime", "matplotlib"],
     },
     entry_points={"console_scripts": ["s3tok=s3tok.cli:main"]},
 )

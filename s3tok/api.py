@@ -88,8 +88,46 @@ def load_model(path_or_name: Union[str, os.PathLike], device: Union[None, str, t
     model.eval()
     if device is not None:
         model.to(device)
+    check_precision_runs(model)
     logger.debug("loaded %s in %.2f s", origin, time.perf_counter() - t0)
     return model
+
+
+class PrecisionUnsupported(ValueError):
+    """The chosen dtype does not run on this device (a CPU without the instructions oneDNN needs, say)."""
+
+
+def cpu_features() -> str:
+    """What this CPU offers for the narrow dtypes, as torch and ``/proc/cpuinfo`` report it."""
+    flags = set()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    have = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_fp16") if f in flags]
+    return f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}" + (
+        f", flags {' '.join(have)}" if have else "")
+
+
+def check_precision_runs(model: S3Tokenizer) -> None:
+    """Run the model once on two tiny padded items in its precision; raise :class:`PrecisionUnsupported`
+    naming the precision, the device and the fix when a kernel is missing (caught here, at load, instead of
+    failing every batch later)."""
+    n_mels = model.config.n_mels
+    mels = torch.zeros((2, n_mels, 24))
+    try:
+        model.forward_segments(mels, torch.tensor([24, 17]))
+    except RuntimeError as e:
+        precision = model.precision
+        where = cpu_features() if model.device.type == "cpu" else str(model.device)
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PrecisionUnsupported(
+            f"--dtype {precision} does not run on this {model.device.type} ({where}): {detail}; "
+            f"use float32 (the official tokens){'' if precision == 'float32' else ', or another --dtype'}") from e
 
 
 def _provenance(imported, sha: str) -> dict:

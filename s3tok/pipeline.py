@@ -34,6 +34,11 @@ class Features:
     seconds: float
 
 
+class ModelFault(RuntimeError):
+    """A batch failed and then each of its utterances failed alone with the same error: the model or the
+    machine is at fault, not the data, so the job stops instead of writing every key to ``utt2fail``."""
+
+
 @dataclass
 class Failure:
     key: str
@@ -111,6 +116,54 @@ def tokenize_batch(model: S3Tokenizer, batch: Sequence[Features],
     return [codes[i, :int(n)].tolist() for i, n in enumerate(code_lens.tolist())]
 
 
+class FaultWatch:
+    """Tells a fault of the model or the machine from bad utterances. The model is at fault when a batch of
+    several fails and each of its items then fails alone with the batch's error, or when lone items fail
+    one after another with one error (no utterance tokenized in between): the job stops with
+    :class:`ModelFault` instead of writing every key to ``utt2fail``."""
+
+    def __init__(self) -> None:
+        self.reason: Optional[str] = None
+        self.keys: List[str] = []
+
+    def succeeded(self) -> None:
+        self.reason, self.keys = None, []
+
+    def failed_alone(self, key: str, reason: str) -> None:
+        if reason != self.reason:
+            self.reason, self.keys = reason, []
+        self.keys.append(key)
+        if len(self.keys) >= 2:
+            raise ModelFault(f"the model fails on every utterance it is given ({', '.join(self.keys[:3])}"
+                             f"{', ...' if len(self.keys) > 3 else ''}), each with the same error: a fault of "
+                             f"the model or the machine, not of the audio: {reason}")
+
+
+def retry_alone(model: S3Tokenizer, batch: Sequence[Features], error: Exception, max_frames: Optional[int],
+                fail: Callable[[str, str], None], watch: FaultWatch) -> list:
+    """After ``batch`` failed with ``error``: each item alone; ``[(item, tokens)]`` of those that pass, the
+    others passed to ``fail``. Raises :class:`ModelFault` when ``watch`` sees a fault (see there)."""
+    reason = one_line(error)
+    if len(batch) > 1:
+        logger.warning("batch of %d failed (%s); retrying its items one by one", len(batch), reason)
+    results, errors = [], []
+    for f in batch if len(batch) > 1 else ():  # a lone item has had its try
+        try:
+            results.append((f, tokenize_batch(model, [f], max_frames)[0]))
+        except Exception as e:  # noqa: BLE001 - the item's own problem, unless all share one error
+            errors.append((f, one_line(e)))
+    if len(batch) == 1:
+        errors.append((batch[0], reason))
+    if results:
+        watch.succeeded()
+    else:
+        for f, r in errors:
+            watch.failed_alone(f.key, r)
+    for f, r in errors:
+        fail(f.key, r)
+    return results
+
+
 def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
                  write_tokens: Callable[[str, List[int]], None],
                  write_failure: Callable[[str, str], None],
@@ -134,6 +187,7 @@ def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
     skip = frozenset(skip)
     chunks = [entries[i:i + chunk_size] for i in range(0, len(entries), chunk_size)]
     chunks = [c for c in chunks if any(e.key not in skip for e in c)]
+    watch = FaultWatch()
     start = time.perf_counter()
     bar = tqdm(total=sum(e.key not in skip for e in entries), unit="utt", disable=not progress,
                dynamic_ncols=True)
@@ -169,14 +223,9 @@ def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
                     continue
                 try:
                     results = list(zip(batch, tokenize_batch(model, batch, max_frames_per_batch)))
+                    watch.succeeded()
                 except Exception as e:  # noqa: BLE001 - retry one by one to isolate the bad item
-                    logger.warning("batch of %d failed (%s); retrying its items one by one", len(batch), one_line(e))
-                    results = []
-                    for f in batch:
-                        try:
-                            results.append((f, tokenize_batch(model, [f], max_frames_per_batch)[0]))
-                        except Exception as e1:  # noqa: BLE001
-                            fail(f.key, one_line(e1))
+                    results = retry_alone(model, batch, e, max_frames_per_batch, fail, watch)
                 for f, toks in results:
                     if f.key in skip:
                         continue

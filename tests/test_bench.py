@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_bench_harness_smoke(ref, tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "bench.py"), "--model",
@@ -97,6 +100,7 @@ def test_frame_count_measures_padding(ref):
     assert abs(model.frame_count.overhead - 8400 / 8350) < 1e-12
 
 
+@pytest.mark.slow
 def test_bench_ops_profile(ref, tmp_path):
     """tools/bench_ops.py splits one forward pass into op groups whose FLOPs add up to the model's."""
     out = tmp_path / "ops.json"

@@ -20,6 +20,7 @@ def compiler_available() -> bool:
     return True
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not compiler_available(), reason="no torch.compile backend or C compiler on this machine")
 def test_compiled_encoder_same_tokens(ref, ref_mels):
     model = s3tok.load_model(ref / "models" / "speech_tokenizer_v3_25hz.onnx")

@@ -46,6 +46,7 @@ def _child(env_value=None):
     return ok == "True", int(faults), again == "True"
 
 
+@pytest.mark.slow
 @glibc
 def test_keep_freed_memory_stops_page_faults_of_forward_passes():
     """By default every pass maps its large buffers afresh (tens of thousands of page faults on this

@@ -58,8 +58,23 @@ def test_padding_leak_is_detected():
     assert not torch.equal(model.quantizer(h_full[1, :n]), model.quantizer(h_alone[0, :n]))
 
 
-def test_window_plan_matches_reference(ref):
-    windows = json.loads((ref / "expected" / "windows.json").read_text())
+def _v1_25(v1, hz25):
+    return {name: (v1 if name == "speech_tokenizer_v1" else hz25) for name in MODEL_NAMES}
+
+
+# The long-audio rule written out by hand: windows of 3000 frames at 0, 2600, 5200, ... until one reaches the
+# end; keep all but the last k tokens of the first, drop k at both ends of inner ones and the first k of the
+# last (k = 2 s: 100 tokens at 50 Hz, 50 at 25 Hz). Per model [keep from, keep to, tokens of the window].
+RULE_WINDOWS = {
+    "long_35s": [{"start": 0, "end": 3000, "kept_tokens": _v1_25([0, 1400, 1500], [0, 700, 750])},
+                 {"start": 2600, "end": 3501, "kept_tokens": _v1_25([100, 451, 451], [50, 226, 226])}],
+    "long_65s": [{"start": 0, "end": 3000, "kept_tokens": _v1_25([0, 1400, 1500], [0, 700, 750])},
+                 {"start": 2600, "end": 5600, "kept_tokens": _v1_25([100, 1400, 1500], [50, 700, 750])},
+                 {"start": 5200, "end": 6502, "kept_tokens": _v1_25([100, 651, 651], [50, 326, 326])}],
+}
+
+
+def _check_window_plan(windows: dict) -> None:
     frames = {"long_35s": 3501, "long_65s": 6502}
     for utt, wins in windows.items():
         for version in MODEL_NAMES:
@@ -70,6 +85,14 @@ def test_window_plan_matches_reference(ref):
             assert kept == [w["kept_tokens"][version] for w in wins]
             merged = merge_segments(segs, [list(range(cfg.num_tokens(s.length))) for s in segs])
             assert len(merged) == cfg.num_tokens(frames[utt])
+
+
+def test_window_plan_follows_the_rule():
+    _check_window_plan(RULE_WINDOWS)
+
+
+def test_window_plan_matches_shared_reference(shared_ref):
+    _check_window_plan(json.loads((shared_ref / "expected" / "windows.json").read_text()))
 
 
 @pytest.mark.parametrize("frames", [3001, 5600, 5601, 8200, 52 * 100 + 40, 360000])

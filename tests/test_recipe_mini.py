@@ -63,6 +63,7 @@ def test_mini_recipe_stage_by_stage(ref, tmp_path):
     assert seen == expected  # the recipe (via stored log-mels, 2 jobs per set) equals s3tok tokenize
 
 
+@pytest.mark.slow
 def test_recipe_reruns_are_idempotent_and_skip_done_jobs(ref, tmp_path):
     recipe = copy_recipe(tmp_path)
     model = str(ref / "models" / f"{MODEL}.onnx")

@@ -1,13 +1,21 @@
-"""Golden tests: s3tok reproduces ``../shared/reference/expected`` tokens for every model and clip."""
+"""Golden tests: s3tok reproduces onnxruntime's batch-1 tokens for every model and clip, on the suite's own
+reference set (``tools/make_test_set.py``) and, when it is there, on the independent ``../shared/reference``."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from conftest import MODEL_NAMES, load_expected
+from conftest import MODEL_NAMES, load_expected, set_mels, set_models
 from s3tok.audio import padding
 
 MAX_NEAR_TIE_FLIPS = 2  # per model and mode, as the reference README allows
+
+
+@pytest.fixture(scope="module", params=["own", "shared"])
+def golden(request):
+    """``(set dir, models, mels)`` of the own set, then of the shared one (skipped when absent)."""
+    d = request.getfixturevalue(f"{request.param}_ref")
+    return d, set_models(d), set_mels(d)
 
 
 def compare(name, got: dict, expected: dict, ties: dict, mode: str) -> None:
@@ -27,7 +35,8 @@ def compare(name, got: dict, expected: dict, ties: dict, mode: str) -> None:
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_batch1(name, ref, ref_models, ref_mels):
+def test_batch1(name, golden):
+    ref, ref_models, ref_mels = golden
     model = ref_models[name]
     expected, ties = load_expected(ref, name)
     got = {}
@@ -38,8 +47,9 @@ def test_batch1(name, ref, ref_models, ref_mels):
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_all_clips_one_batch(name, ref, ref_models, ref_mels):
+def test_all_clips_one_batch(name, golden):
     """All clips, short and long mixed, in one call."""
+    ref, ref_models, ref_mels = golden
     model = ref_models[name]
     expected, ties = load_expected(ref, name)
     utts = list(ref_mels)
@@ -51,8 +61,9 @@ def test_all_clips_one_batch(name, ref, ref_models, ref_mels):
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_explicit_attention_path(name, ref, ref_models, ref_mels):
+def test_explicit_attention_path(name, golden):
     """The non-SDPA attention path gives the same tokens too (it is the reference for SDPA)."""
+    ref, ref_models, ref_mels = golden
     model = ref_models[name]
     expected, ties = load_expected(ref, name)
     model.set_sdpa(False)
@@ -67,11 +78,12 @@ def test_explicit_attention_path(name, ref, ref_models, ref_mels):
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_plain_linear_path(name, ref, ref_models, ref_mels, monkeypatch):
+def test_plain_linear_path(name, golden, monkeypatch):
     """Without oneDNN's fused linear (other builds, GPUs) the tokens are the same."""
+    ref, ref_models, ref_mels = golden
     import s3tok.model.encoder as encoder
 
-    monkeypatch.setattr(encoder, "ONEDNN_LINEAR", False)
+    monkeypatch.setattr(encoder, "ONEDNN_LINEAR", frozenset())
     model = ref_models[name]
     expected, ties = load_expected(ref, name)
     mels, lens = padding(list(ref_mels.values()))

@@ -30,6 +30,7 @@ def test_balance_follows_duration_not_count():
     assert [len(shard_by_weight(items, [100, 1, 1, 1, 1, 1, 1, 1], 2, j)) for j in (1, 2)] == [1, 7]
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_equal_single_process(ref, tmp_path):
     """7 utterances of very different lengths (1.4 to 65 s): every key once, tokens as one process."""
     utts = ["en_yes", "long_65s", "cmn_boats", "en_paragraph", "stereo_mix", "long_35s", "en_robot"]

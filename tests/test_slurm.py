@@ -108,6 +108,7 @@ def test_array_helpers():
 
 # -- on the cluster -------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_jobs_succeed_with_header_and_footer(cluster, tmp_path):
     r = slurm_pl(cluster, tmp_path, "--num-threads", "2", "--mem", "1G", "JOB=1:3", "log/x.JOB.log",
                  "echo", "job=JOB", "$OMP_NUM_THREADS", ">", "out.JOB")
@@ -123,6 +124,7 @@ def test_jobs_succeed_with_header_and_footer(cluster, tmp_path):
     assert list((tmp_path / "log" / ".slurm").iterdir()) == []  # task files cleaned up
 
 
+@pytest.mark.slow
 def test_failed_task_is_counted_and_rerun_resubmits_only_it(cluster, tmp_path):
     (tmp_path / "job.sh").write_text(JOB_SH)
     (tmp_path / "fail.2").touch()
@@ -151,6 +153,7 @@ def test_failed_task_is_counted_and_rerun_resubmits_only_it(cluster, tmp_path):
     assert not (tmp_path / "log" / "y.log").exists()
 
 
+@pytest.mark.slow
 def test_sigterm_cancels_the_array(cluster, tmp_path):
     err = open(tmp_path / "stderr.txt", "w")
     proc = subprocess.Popen([str(SLURM_PL), "--max-jobs-run", "2", "JOB=1:3", "log/x.JOB.log", "sleep", "60"],
@@ -193,6 +196,7 @@ def read_tokens(recipe: Path) -> Dict[str, list]:
     return out
 
 
+@pytest.mark.slow
 def test_mini_recipe_through_slurm_matches_run_pl(cluster, ref, tmp_path):
     model = str(ref / "models" / f"{MODEL}.onnx")
     tokens = {}

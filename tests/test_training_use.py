@@ -80,6 +80,7 @@ def test_tokens_identical_in_train_and_eval_mode(model_path, ref_mels):
     assert torch.equal(tok.quantize(mels, lens)[0], eval_codes)
 
 
+@pytest.mark.slow
 def test_ddp_step_with_two_gloo_processes(model_path, ref, tmp_path):
     cmd = [sys.executable, str(ROOT / "examples" / "train_speech_lm.py"), "--model", str(model_path),
            "--wav_dir", str(ref / "audio"), "--steps", "2", "--batch_size", "2", "--clips", "4",

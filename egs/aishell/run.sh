@@ -31,6 +31,11 @@ log() { echo "$(date '+%Y-%m-%d %H:%M:%S') (${0##*/}:${BASH_LINENO[0]}) $*"; }
 gpu_opt=""; [ "${device%%:*}" = cuda ] && gpu_opt="--gpu 1"
 threads=$(( $(nproc) / nj )); [ "$threads" -ge 1 ] || threads=1   # jobs share the cores, no oversubscription
 tag=$(basename "${model%.onnx}")
+stages() { [ "$stage" -le "$2" ] && [ "$stop_stage" -ge "$1" ]; }   # does the run include stages $1..$2?
+
+# Fail now, not hours later: the model must resolve, and the packages of the stages asked for must import.
+require=""; stages 4 4 && require=onnxruntime; stages 5 5 && require="$require,matplotlib"
+python -m s3tok.bin.resolve_model --model "$model" --check_only --require "$require"
 
 if [ "$stage" -le -1 ] && [ "$stop_stage" -ge -1 ]; then
   log "Stage -1: download AISHELL-1 into $corpus_dir"

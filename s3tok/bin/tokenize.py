@@ -3,7 +3,8 @@
 Writes to ``--output_dir`` ``tokens[.J].{ark,scp,txt}``, ``utt2fail[.J]`` (``key reason`` per utterance
 that could not be tokenized; the rest go on) and ``tokenizer[.J].json``; ``.J`` when ``--job J`` of
 ``--num_jobs N`` (a contiguous shard). A rerun resumes a killed job and skips a finished one.
-Exit codes: 0 done; 1 more than ``--max_fail_ratio`` of the utterances failed; 2 bad arguments, input or model.
+Exit codes: 0 done; 1 more than ``--max_fail_ratio`` of the utterances failed; 2 bad arguments, input or model
+(a ``--dtype`` this CPU cannot run is refused at load; a model that fails on every utterance stops the job).
 On CPU it lets malloc keep freed memory for the next forward pass (``S3TOK_KEEP_FREED_MEMORY=0``: not).
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..api import PRECISIONS, load_model
 from ..cpu_memory import keep_freed_memory
 from ..data.sources import select_source
 from ..logging_setup import setup_logging
+from ..pipeline import ModelFault
 from ..sharding import distributed_job, job_shard, num_frames_file_for
 from ..tokenize_job import JobFiles, run_job
 
@@ -97,7 +99,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         max_frames_per_batch=args.max_frames_per_batch, num_workers=args.num_workers,
                         base_dir=args.base_dir, device=device, progress=not args.no_progress,
                         resume=not args.overwrite)
-    except ValueError as e:
+    except (ValueError, ModelFault) as e:
         logger.error("%s", e)
         return 2
     total = len(utts)

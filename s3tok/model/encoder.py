@@ -1,6 +1,7 @@
 """The S3 tokenizer encoder: two convolutions and pre-LN transformer blocks (optionally rotary + FSMN)."""
 from __future__ import annotations
 
+import logging
 from typing import Optional, Tuple
 
 import torch
@@ -9,25 +10,35 @@ from torch import Tensor, nn
 
 from .config import S3Config
 
-
-def _probe_onednn_linear() -> bool:
-    """Whether this torch build has oneDNN's fused linear (dense in, dense out) and it runs."""
-    try:
-        op = torch.ops.mkldnn._linear_pointwise
-        if not torch.backends.mkldnn.is_available():
-            return False
-        with torch.no_grad():
-            x, w, b = torch.ones(2, 4), torch.ones(3, 4), torch.zeros(3)
-            return bool(torch.equal(op(x, w, b, "none", [], ""), F.linear(x, w, b)))
-    except (AttributeError, RuntimeError):
-        return False
+logger = logging.getLogger(__name__)
 
 
-ONEDNN_LINEAR = _probe_onednn_linear()
+def _probe_onednn_linear() -> frozenset:
+    """The dtypes for which this torch build and CPU run oneDNN's fused linear (dense in, dense out).
+
+    Each is tried once on a tiny input: oneDNN refuses to build a bf16 primitive on a CPU without AVX-512
+    (an AVX2-only EPYC, say), where plain ``F.linear`` still runs bf16 through its reference kernels."""
+    if not hasattr(torch.ops.mkldnn, "_linear_pointwise") or not torch.backends.mkldnn.is_available():
+        return frozenset()
+    works = set()
+    for dtype in (torch.float32, torch.bfloat16):
+        try:
+            with torch.no_grad():
+                x, w, b = torch.ones(2, 4, dtype=dtype), torch.ones(3, 4, dtype=dtype), torch.zeros(3, dtype=dtype)
+                if torch.equal(torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], ""), F.linear(x, w, b)):
+                    works.add(dtype)
+        except (AttributeError, RuntimeError):
+            pass
+    logger.debug("oneDNN fused linear on this CPU (%s): %s", torch.backends.cpu.get_cpu_capability(),
+                 ", ".join(str(d).replace("torch.", "") for d in sorted(works, key=str)) or "none")
+    return frozenset(works)
+
+
+ONEDNN_LINEAR = _probe_onednn_linear()  # dtypes the fused path may take
 
 
 def _onednn_ok(x: Tensor) -> bool:
-    return (ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
+    return (x.dtype in ONEDNN_LINEAR and x.device.type == "cpu"
             and not torch.is_grad_enabled() and not torch.compiler.is_compiling())
 
 
