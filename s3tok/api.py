@@ -97,17 +97,20 @@ class PrecisionUnsupported(ValueError):
     """The chosen dtype does not run on this device (a CPU without the instructions oneDNN needs, say)."""
 
 
-def cpu_features() -> str:
-    """What this CPU offers for the narrow dtypes, as torch and ``/proc/cpuinfo`` report it."""
-    flags = set()
+def _cpu_flags() -> set:
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             for line in f:
                 if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
+                    return set(line.split(":", 1)[1].split())
     except OSError:
         pass
+    return set()
+
+
+def cpu_features() -> str:
+    """What this CPU offers for the narrow dtypes, as torch and ``/proc/cpuinfo`` report it."""
+    flags = _cpu_flags()
     have = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_fp16") if f in flags]
     return f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}" + (
         f", flags {' '.join(have)}" if have else "")
@@ -128,6 +131,10 @@ def check_precision_runs(model: S3Tokenizer) -> None:
         raise PrecisionUnsupported(
             f"--dtype {precision} does not run on this {model.device.type} ({where}): {detail}; "
             f"use float32 (the official tokens){'' if precision == 'float32' else ', or another --dtype'}") from e
+    if model.device.type == "cpu" and model.precision.startswith("bfloat16") \
+            and not _cpu_flags() & {"avx512_bf16", "amx_bf16"}:
+        logger.warning("--dtype %s: this CPU has no bf16 instructions (%s); it runs, but likely slower than "
+                       "float32, which also gives the official tokens", model.precision, cpu_features())
 
 
 def _provenance(imported, sha: str) -> dict:
