@@ -60,7 +60,7 @@ def load_model(path_or_name: Union[str, os.PathLike], device: Union[None, str, t
         origin = f"converted folder {src}"
     else:
         onnx_path, sha = hub.resolve_onnx(path_or_name, progress=progress)
-        cached = hub.read_converted(hub.converted_dir(sha)) if cache else None
+        cached = _read_cache(hub.converted_dir(sha)) if cache else None
         if cached is not None:
             meta, state_dict = cached
             origin = str(onnx_path)
@@ -144,8 +144,19 @@ def _provenance(imported, sha: str) -> dict:
             "random_init": bool(getattr(imported, "random_init", False)), "converted_by": f"s3tok {__version__}"}
 
 
+def _read_cache(path: Path):
+    """The converted-weights cache entry, or None; a damaged one is moved aside (rebuilt by the caller)."""
+    try:
+        return hub.read_converted(path)
+    except hub.BadConverted as e:
+        bad = hub.move_aside(path)
+        logger.warning("damaged converted-weights cache entry (%s); moved aside to %s and converting the ONNX "
+                       "file again", e, bad)
+        return None
+
+
 def _read_converted_or_fail(path: Path):
-    got = hub.read_converted(path)
+    got = hub.read_converted(path)  # BadConverted (a ValueError) names the damage
     if got is None:
         raise ValueError(f"{path}: converted folder in an older or unknown format; convert the ONNX file again")
     return got

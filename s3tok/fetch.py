@@ -1,6 +1,7 @@
 """Downloads that resume, verify a checksum and appear under their final name only when complete."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -10,6 +11,11 @@ from pathlib import Path
 from typing import List, Sequence, Union
 
 from tqdm import tqdm
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock, concurrent first downloads are then the caller's to avoid
+    fcntl = None
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +78,34 @@ def fetch_verified(urls: Sequence[str], dest: PathLike, digest: str, algorithm: 
     """``dest`` with the expected checksum, downloading it (mirrors in order) when absent or wrong.
 
     A file already there with the right checksum is used without network; one with a wrong checksum is
-    moved aside (``.bad-<digest>``) and never used. A partial download (``dest.part``) resumes.
+    moved aside (``.bad-<digest>``) and never used. A partial download (``dest.part``) resumes. Processes
+    fetching the same ``dest`` take turns on ``dest.lock``: the first downloads, the others find the file.
     """
     dest = Path(dest)
-    desc = desc or dest.name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(dest.with_name(dest.name + ".lock")):  # one downloader; the others wait, then verify
+        return _fetch_verified_locked(urls, dest, digest, algorithm, progress, timeout, desc or dest.name, hint)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path):
+    """An exclusive advisory lock on ``lock_path`` (created; left in place, as lock files are)."""
+    with open(lock_path, "a+b") as f:
+        if fcntl is not None:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                logger.info("%s: another process is fetching this file; waiting for it", lock_path)
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _fetch_verified_locked(urls: Sequence[str], dest: Path, digest: str, algorithm: str, progress: bool,
+                           timeout: float, desc: str, hint: str) -> Path:
     if dest.is_file():
         have = file_digest(dest, algorithm)
         if have == digest:
@@ -84,7 +114,6 @@ def fetch_verified(urls: Sequence[str], dest: PathLike, digest: str, algorithm: 
         logger.warning("%s: %s %s is not %s; moved aside to %s and downloading again",
                        dest, algorithm, have, digest, bad)
         os.replace(dest, bad)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     errors: List[str] = []
     for url in urls:

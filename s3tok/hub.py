@@ -5,7 +5,7 @@ Cache layout under ``$S3TOK_HOME`` (default ``~/.cache/s3tok``)::
     onnx/<name>/<official file name>          downloaded ONNX files (verified SHA-256)
     converted/<onnx sha256>/model.safetensors  weights converted once from that ONNX file
     converted/<onnx sha256>/config.json        S3Config + provenance
-    sha256.json                                 path, size, mtime -> SHA-256 of local ONNX files (no rehash)
+    sha256.json                                 path, size, mtime, inode, ctime -> SHA-256 (no rehash)
 """
 from __future__ import annotations
 
@@ -73,11 +73,13 @@ def onnx_cache_path(name: str, home: Optional[PathLike] = None) -> Path:
 
 
 def file_sha256(path: PathLike, home: Optional[PathLike] = None) -> str:
-    """SHA-256 of a local file, remembered by (real path, size, mtime) so a reload does not rehash."""
+    """SHA-256 of a local file, remembered by (real path, size, mtime, inode, ctime) so a reload does not
+    rehash. The ctime matters: ``cp -p``, ``rsync -t`` and tar restore size and mtime of another file, but
+    no user can set a ctime, and writing the file moves it."""
     p = Path(path).resolve()
     st = p.stat()
     memo_path = Path(home or s3tok_home()) / "sha256.json"
-    key = f"{p}|{st.st_size}|{st.st_mtime_ns}"
+    key = f"{p}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{st.st_ctime_ns}"
     try:
         memo = json.loads(memo_path.read_text())
     except (OSError, ValueError):
@@ -125,19 +127,44 @@ def converted_dir(sha256: str, home: Optional[PathLike] = None) -> Path:
     return Path(home or s3tok_home()) / "converted" / sha256
 
 
+CONVERTED_FILES = ("config.json", "model.safetensors")
+
+
+def _is_earlier_conversion(d: Path) -> bool:
+    """An empty folder, or one holding only what :func:`save_converted` writes, its config.json ours."""
+    names = {p.name for p in d.iterdir()}
+    if not names:
+        return True
+    if not names <= set(CONVERTED_FILES) or "config.json" not in names:
+        return False
+    try:
+        meta = json.loads((d / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and "format" in meta and "config" in meta
+
+
 def save_converted(out_dir: PathLike, config_dict: dict, state_dict: dict, provenance: dict) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` into a temporary folder, then rename it to ``out_dir``."""
+    """Write ``model.safetensors`` + ``config.json`` into a temporary folder, then rename it to ``out_dir``.
+    An existing ``out_dir`` is replaced only when it is an earlier conversion (or empty); anything else is
+    refused with :class:`FileExistsError`, never deleted."""
     from safetensors.torch import save_file
 
     out = Path(out_dir)
+    if out.exists() and not (out.is_dir() and not out.is_symlink() and _is_earlier_conversion(out)):
+        what = "a file" if not out.is_dir() else "a folder that is not an earlier s3tok conversion"
+        raise FileExistsError(f"{out}: exists and is {what}; s3tok replaces only what it wrote itself: "
+                              f"choose another output folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=out.name + ".", suffix=".tmp"))
     try:
         save_file({k: v.contiguous() for k, v in state_dict.items()}, str(tmp / "model.safetensors"))
         meta = {"format": CONVERTED_FORMAT, "config": config_dict, **provenance}
         (tmp / "config.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
+        if out.exists():  # an earlier conversion (checked above): two files, or none
+            for name in CONVERTED_FILES:
+                (out / name).unlink(missing_ok=True)
+            out.rmdir()
         os.replace(tmp, out)
     finally:
         if tmp.exists():
@@ -145,18 +172,53 @@ def save_converted(out_dir: PathLike, config_dict: dict, state_dict: dict, prove
     return out
 
 
+class BadConverted(ValueError):
+    """A converted folder that cannot be trusted: unreadable JSON, a bad configuration, damaged weights."""
+
+
 def read_converted(path: PathLike) -> Optional[Tuple[dict, Dict[str, "object"]]]:
-    """``(config.json contents, state_dict)`` of a converted folder, or None if it is absent or stale."""
+    """``(config.json contents, state_dict)`` of a converted folder, or None if it is absent or of an older
+    format. Raises :class:`BadConverted` naming the file and the damage when it is there but unusable."""
     from safetensors.torch import load_file
+
+    from .model.config import S3Config
+    from .model.tokenizer import weight_problems
 
     d = Path(path)
     cfg_path, weights = d / "config.json", d / "model.safetensors"
     if not (cfg_path.is_file() and weights.is_file()):
         return None
-    meta = json.loads(cfg_path.read_text())
+    try:
+        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise BadConverted(f"{cfg_path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise BadConverted(f"{cfg_path}: a JSON {type(meta).__name__}, not an object")
     if meta.get("format") != CONVERTED_FORMAT:
         return None
-    return meta, load_file(str(weights))
+    try:
+        config = S3Config.from_dict(meta.get("config"))
+    except (TypeError, ValueError) as e:
+        raise BadConverted(f"{cfg_path}: bad model configuration: {e}") from None
+    try:
+        state = load_file(str(weights))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for damaged files
+        raise BadConverted(f"{weights}: unreadable ({type(e).__name__}: {e})") from None
+    problems = weight_problems(config, state)
+    if problems:
+        raise BadConverted(f"{weights}: does not fit {cfg_path}: " + " | ".join(problems))
+    return meta, state
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a damaged cache entry to ``<name>.bad-<n>`` (kept for inspection, never read again)."""
+    n = 0
+    while True:
+        bad = path.with_name(f"{path.name}.bad-{n}")
+        if not bad.exists():
+            os.replace(path, bad)
+            return bad
+        n += 1
 
 
 def is_converted_dir(path: PathLike) -> bool:

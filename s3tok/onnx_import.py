@@ -292,22 +292,12 @@ def read_onnx(path: PathLike) -> ImportedModel:
     except ValueError as e:
         raise OnnxImportError(f"{where}: inconsistent S3 tokenizer graph: {e}") from None
 
-    from .model.tokenizer import S3Tokenizer
+    from .model.tokenizer import weight_problems
 
-    expected = S3Tokenizer(config).state_dict()
-    missing = sorted(k for k in expected if k not in pl.params)
-    shape_errors = sorted(f"{k}: file {list(pl.params[k].shape)} vs model {list(expected[k].shape)}"
-                          for k in expected if k in pl.params and pl.params[k].shape != expected[k].shape)
-    unknown = sorted(k for k in pl.params if k not in expected)
     problems = []
     if leftover:
         problems.append(f"tensors left over (not placed): {', '.join(leftover)}")
-    if missing:
-        problems.append(f"parameters missing: {', '.join(missing)}")
-    if shape_errors:
-        problems.append(f"shape mismatches: {'; '.join(shape_errors)}")
-    if unknown:
-        problems.append(f"unexpected parameters: {', '.join(unknown)}")
+    problems += weight_problems(config, pl.params)
     if pl.conflicts:
         problems.append(f"parameters given twice with different values: {', '.join(pl.conflicts)}")
     if problems:

@@ -50,9 +50,10 @@ def _child(env_value=None):
 @glibc
 def test_keep_freed_memory_stops_page_faults_of_forward_passes():
     """By default every pass maps its large buffers afresh (tens of thousands of page faults on this
-    model); with the settings, the pages of one pass are reused by the next."""
+    model); with the settings, the pages of one pass are reused by the next. Measured: 56,000 -> 0-6,000
+    faults per pass (an AMD EPYC gave 6,000 of 56,220 once, so the bound is a factor 5, not 10)."""
     off, faults_off, again_off = _child("0")  # S3TOK_KEEP_FREED_MEMORY=0: malloc left alone
     on, faults_on, again_on = _child()
     assert not off and not again_off and on and again_on
     assert faults_off > 10000, faults_off
-    assert faults_on < faults_off / 10, (faults_on, faults_off)
+    assert faults_on < faults_off / 5, (faults_on, faults_off)

@@ -42,6 +42,13 @@ class S3Config:
     layernorm: str = "decomposed"  # how the ONNX graph spells LayerNorm: "decomposed" or "fused"
 
     def __post_init__(self) -> None:
+        for name in ("width", "heads", "depth", "n_mels", "conv1_stride", "conv2_stride", "max_positions",
+                     "fsmn_kernel", "codebook_size", "fsq_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.version not in MODEL_NAMES:
+            raise ValueError(f"unknown model version {self.version!r}; known: {', '.join(MODEL_NAMES)}")
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not a multiple of heads {self.heads}")
         if self.positional not in ("table", "rotary"):
@@ -78,6 +85,8 @@ class S3Config:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "S3Config":
+        if not isinstance(d, dict):
+            raise ValueError(f"a model configuration is a JSON object, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

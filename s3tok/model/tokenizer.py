@@ -212,3 +212,42 @@ class S3Tokenizer(nn.Module):
         mels, mel_lens = log_mel_batch(items, n_mels=self.config.n_mels, device=self.device)
         codes, lens = self.quantize(mels, mel_lens)
         return codes.to(out_device), lens.to(out_device)
+
+
+def weight_problems(config: S3Config, weights: dict) -> List[str]:
+    """What keeps ``weights`` (name -> tensor) from loading into ``S3Tokenizer(config)``: blocks without
+    weights, missing or unexpected names, wrong shapes; empty when they fit. The blocks are compared before
+    any module is built, and the model is then built on the meta device, so a configuration claiming
+    thousands of blocks costs no memory."""
+    prefix = "encoder.blocks."
+    blocks = {int(k[len(prefix):].split(".", 1)[0]) for k in weights
+              if k.startswith(prefix) and k[len(prefix):].split(".", 1)[0].isdigit()}
+    if blocks != set(range(config.depth)):
+        return [f"{config.depth} blocks in the graph or configuration, weights for blocks "
+                f"{_ranges(sorted(blocks)) or 'none'}"]
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in S3Tokenizer(config).state_dict().items()}
+    problems = []
+    missing = sorted(k for k in expected if k not in weights)
+    unknown = sorted(k for k in weights if k not in expected)
+    shapes = sorted(f"{k}: file {list(weights[k].shape)} vs model {list(expected[k])}"
+                    for k in expected if k in weights and tuple(weights[k].shape) != expected[k])
+    if missing:
+        problems.append(f"parameters missing: {', '.join(missing)}")
+    if shapes:
+        problems.append(f"shape mismatches: {'; '.join(shapes)}")
+    if unknown:
+        problems.append(f"unexpected parameters: {', '.join(unknown)}")
+    return problems
+
+
+def _ranges(values: Sequence[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"0-2, 5"``."""
+    out, start = [], None
+    for i, v in enumerate(values):
+        if start is None:
+            start = v
+        if i + 1 == len(values) or values[i + 1] != v + 1:
+            out.append(f"{start}" if start == v else f"{start}-{v}")
+            start = None
+    return ", ".join(out)

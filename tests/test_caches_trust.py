@@ -1,0 +1,144 @@
+"""Caches and model files that cannot be trusted blindly: conversions never delete a stranger's folder, the
+hash memo sees a file copied over with its mtime, damaged converted entries are rebuilt, parallel first
+downloads share one fetch, crafted graphs cost no memory."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import s3tok
+from s3tok import hub
+from s3tok.bin import convert as convert_bin
+from httpserver import LocalServer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch):
+    h = tmp_path / "home"
+    monkeypatch.setenv("S3TOK_HOME", str(h))
+    return h
+
+
+def test_convert_refuses_a_folder_it_did_not_write(ref, tmp_path):
+    model = str(ref / "models" / "speech_tokenizer_v2_25hz.onnx")
+    exp = tmp_path / "exp"
+    (exp / "old_experiment").mkdir(parents=True)
+    (exp / "old_experiment" / "result.txt").write_text("precious")
+    assert convert_bin.main([model, str(exp)]) == 2
+    assert (exp / "old_experiment" / "result.txt").read_text() == "precious"
+    cwd_like = tmp_path / "cwd"
+    cwd_like.mkdir()
+    (cwd_like / "notes.md").write_text("mine")
+    assert convert_bin.main([model, str(cwd_like)]) == 2
+    assert (cwd_like / "notes.md").read_text() == "mine"
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert convert_bin.main([model, str(a_file)]) == 2 and a_file.read_text() == "x"
+    # an earlier conversion (or an empty folder) is replaced
+    out = tmp_path / "conv"
+    out.mkdir()
+    assert convert_bin.main([model, str(out)]) == 0
+    assert convert_bin.main([model, str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_sha_memo_sees_a_file_copied_over_with_its_mtime(ref, home, tmp_path):
+    """``cp -p``: another model of the same size, with the old mtime, is hashed again."""
+    a = (ref / "models" / "speech_tokenizer_v1.onnx").read_bytes()
+    b = bytearray(a)
+    b[-1] ^= 0xFF
+    path = tmp_path / "m.onnx"
+    path.write_bytes(a)
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    assert hub.file_sha256(path) == hashlib.sha256(a).hexdigest()
+    time.sleep(0.01)
+    subprocess.run(["cp", "-p", "/dev/stdin", str(path)], input=bytes(b), check=True)  # same size, new bytes
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))  # and the old mtime, as cp -p / rsync -t / tar give
+    assert path.stat().st_size == len(a)
+    assert hub.file_sha256(path) == hashlib.sha256(bytes(b)).hexdigest()
+
+
+@pytest.mark.parametrize("damage", ["truncated weights", "heads 0", "config a list", "bad json", "depth 9999"])
+def test_damaged_converted_cache_entry_is_moved_aside_and_rebuilt(ref, home, damage, caplog):
+    path = ref / "models" / "speech_tokenizer_v2_25hz.onnx"
+    first = s3tok.load_model(path)
+    entry = hub.converted_dir(hub.file_sha256(path))
+    weights, cfg = entry / "model.safetensors", entry / "config.json"
+    meta = json.loads(cfg.read_text())
+    if damage == "truncated weights":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    elif damage == "heads 0":
+        meta["config"]["heads"] = 0
+        cfg.write_text(json.dumps(meta))
+    elif damage == "config a list":
+        cfg.write_text("[1, 2]")
+    elif damage == "bad json":
+        cfg.write_text("{not json")
+    else:
+        meta["config"]["depth"] = 9999
+        cfg.write_text(json.dumps(meta))
+    again = s3tok.load_model(path)
+    warnings = [r.getMessage() for r in caplog.records if "damaged converted-weights cache" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert list(entry.parent.glob(f"{entry.name}.bad-*"))
+    for k, v in first.state_dict().items():
+        assert (v == again.state_dict()[k]).all(), k
+    assert hub.read_converted(entry) is not None  # rebuilt
+
+
+def test_damaged_converted_folder_given_by_the_user_is_an_error(ref, tmp_path):
+    out = tmp_path / "conv"
+    assert convert_bin.main([str(ref / "models" / "speech_tokenizer_v2_25hz.onnx"), str(out)]) == 0
+    (out / "config.json").write_text('{"format": 1, "config": {"version": "speech_tokenizer_v2_25hz", "heads": 0}}')
+    with pytest.raises(ValueError, match=r"config.json: bad model configuration: heads must be a positive"):
+        s3tok.load_model(out)
+
+
+def test_graph_naming_a_far_block_is_refused_before_building_it(ref, tmp_path):
+    """A small file whose node names claim block 99999: refused at once, in little memory."""
+    import onnx
+
+    proto = onnx.load(str(ref / "models" / "speech_tokenizer_v1_25hz.onnx"))
+    proto.graph.node.append(onnx.helper.make_node("Identity", ["feats"], ["fake_out"], name="/blocks.99999/Identity"))
+    crafted = tmp_path / "crafted.onnx"
+    onnx.save(proto, str(crafted))
+    code = ("import resource, s3tok\n"
+            "from s3tok.onnx_import import OnnxImportError, read_onnx\n"
+            "try:\n    read_onnx(%r)\nexcept OnnxImportError as e:\n    print('refused:', e)\n"
+            "print('maxrss_mb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n" % str(crafted))
+    t0 = time.time()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "refused:" in out.stdout and "100000 blocks in the graph" in out.stdout and "weights for blocks 0-1" in out.stdout
+    assert int(out.stdout.split("maxrss_mb")[1]) < 1000 and time.time() - t0 < 60
+
+
+def test_parallel_first_downloads_share_one_fetch(ref, tmp_path):
+    """Four processes load one official name into an empty cache at once (torchrun's first run): all get
+    the verified file, and it is downloaded once."""
+    data = (ref / "models" / "speech_tokenizer_v1_25hz.onnx").read_bytes()
+    server = LocalServer({"/m.onnx": data})
+    try:
+        code = ("import hashlib, sys\nfrom s3tok import hub\n"
+                "hub.REGISTRY['fake'] = hub.OfficialModel('fake', 'speech_tokenizer_v1.onnx', %r, (%r,))\n"
+                "p = hub.download_model('fake', progress=False)\nprint(p)\n"
+                % (hashlib.sha256(data).hexdigest(), server.url + "/m.onnx"))
+        env = {**os.environ, "S3TOK_HOME": str(tmp_path / "home")}
+        procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        server.close()
+    assert all(p.returncode == 0 for p in procs), [e[-1500:] for _, e in outs]
+    paths = {o.strip() for o, _ in outs}
+    assert len(paths) == 1 and Path(paths.pop()).read_bytes() == data
+    assert len(server.requests) == 1, server.requests
