@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 from typing import BinaryIO, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -31,6 +32,35 @@ class AudioError(ValueError):
     """Audio that cannot be used: missing, undecodable or empty. The message names the source."""
 
 
+# Bounds that keep memory finite on hostile input: a header claiming a tiny sample rate, or hours of audio.
+# ``s3tok tokenize --max_duration`` / ``compute_mel --max_duration`` set the duration for the process.
+MAX_DURATION = 2 * 3600.0  # seconds of audio per utterance (default); 16 kHz: 460 MB waveform, 370 MB log-mel
+MIN_SAMPLE_RATE = 1000  # Hz; below this a header does not describe audio
+PIPE_BYTES_PER_SECOND = 48000 * 2 * 2  # a pipe may write at most this per allowed second (48 kHz stereo int16)
+
+
+def set_max_duration(seconds: float) -> None:
+    """The longest utterance (seconds) that decoding accepts in this process; longer ones fail cleanly,
+    before their samples are allocated."""
+    global MAX_DURATION
+    if not seconds > 0:
+        raise ValueError(f"--max_duration must be positive, got {seconds}")
+    MAX_DURATION = float(seconds)
+
+
+def check_span(rate: int, frames: int) -> None:
+    """Refuse, before reading, a header rate that is not audio or a span over :data:`MAX_DURATION`."""
+    if rate < MIN_SAMPLE_RATE:
+        raise AudioError(f"sample rate {rate} Hz in the header is not audio (at least {MIN_SAMPLE_RATE} Hz)")
+    if frames / rate > MAX_DURATION:
+        raise AudioError(f"{frames / rate:.0f} s of audio, over the {MAX_DURATION:.0f} s limit (--max_duration)")
+
+
+def max_pipe_bytes() -> int:
+    """How many bytes a ``wav.scp`` pipe may write before it is killed (tied to :data:`MAX_DURATION`)."""
+    return int(MAX_DURATION * PIPE_BYTES_PER_SECOND) + (1 << 20)
+
+
 def _source_name(source: AudioSource) -> str:
     if isinstance(source, (str, os.PathLike)):
         return os.fspath(source)
@@ -44,9 +74,18 @@ def read_audio(source: AudioSource) -> Tuple[torch.Tensor, int]:
     if isinstance(source, (str, os.PathLike)) and not os.path.isfile(source):
         raise AudioError(f"{name}: no such audio file")
     try:
-        data, rate = sf.read(source, dtype="float32", always_2d=True)
+        with sf.SoundFile(source) as f:
+            rate = int(f.samplerate)
+            try:
+                check_span(rate, int(f.frames))
+            except AudioError as e:
+                raise AudioError(f"{name}: {e}") from None
+            data = f.read(dtype="float32", always_2d=True)
+    except AudioError:
+        raise
     except Exception as e:  # soundfile raises several types (LibsndfileError, RuntimeError, TypeError)
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = re.sub(r"<_io\.\w+ object at 0x[0-9a-fA-F]+>", "the stream", reason)  # same text every run
         raise AudioError(f"{name}: cannot decode audio ({reason})") from None
     if data.shape[0] == 0 or data.shape[1] == 0:
         raise AudioError(f"{name}: audio is empty (0 samples)")

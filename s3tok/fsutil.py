@@ -47,3 +47,22 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
 
 def atomic_write_lines(path: PathLike, lines: Iterable[str]) -> None:
     atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+def remove_leftovers(output_dir: PathLike, targets: Iterable[PathLike]) -> int:
+    """Delete the temporary files that a killed writer of ``targets`` left beside them (``.NAME.*.tmp``, as
+    :func:`temp_beside` names them); returns how many. Call it when a job starts over on its outputs."""
+    n = 0
+    for target in targets:
+        target = Path(target)
+        for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+            try:
+                tmp.unlink()
+                n += 1
+            except FileNotFoundError:
+                pass
+    if n:
+        import logging
+
+        logging.getLogger(__name__).info("%s: removed %d temporary file(s) left by an interrupted run", output_dir, n)
+    return n

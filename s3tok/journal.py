@@ -8,11 +8,14 @@ so an interrupted-and-resumed job ends byte-identical to an uninterrupted one.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
-from typing import Dict, Optional, TextIO, Union
+from typing import Callable, Dict, Optional, Sequence, TextIO, Union
 
-from .fsutil import atomic_write_text
+from .fsutil import atomic_write_bytes, atomic_write_text
+
+logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 
@@ -25,8 +28,11 @@ class LineJournal:
         self.entries: Dict[str, str] = {}
         self._f: Optional[TextIO] = None
 
-    def open(self, fresh: bool = False) -> "LineJournal":
-        """Load the complete lines already there (dropping a cut last line) and open for appending."""
+    def open(self, fresh: bool = False, valid: Optional[Callable[[str, str], bool]] = None) -> "LineJournal":
+        """Load the complete lines already there and open for appending. A cut last line is dropped; so is
+        any line that is not UTF-8 ``key rest`` or that ``valid(key, rest)`` rejects (garbage written by a
+        dying machine): one warning names the file and the count, the file keeps the good lines, and the
+        caller redoes the keys it no longer finds."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.entries = {}
         if fresh and self.path.exists():
@@ -34,13 +40,28 @@ class LineJournal:
         if self.path.exists():
             data = self.path.read_bytes()
             end = data.rfind(b"\n") + 1  # bytes after the last newline are a cut record
-            if end < len(data):
+            good, dropped = [], 0
+            for raw in data[:end].split(b"\n")[:-1]:
+                if not raw:
+                    continue
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    dropped += 1
+                    continue
+                key, _, rest = line.partition(" ")
+                if not key or "\x00" in line or (valid is not None and not valid(key, rest)):
+                    dropped += 1
+                    continue
+                self.entries[key] = rest
+                good.append(raw)
+            if dropped:
+                logger.warning("%s: dropped %d unreadable line(s); their utterances are done again", self.path,
+                               dropped)
+                atomic_write_bytes(self.path, b"".join(r + b"\n" for r in good))
+            elif end < len(data):
                 with open(self.path, "r+b") as f:
                     f.truncate(end)
-            for line in data[:end].decode("utf-8").splitlines():
-                key, _, rest = line.partition(" ")
-                if key:
-                    self.entries[key] = rest
         self._f = open(self.path, "a", encoding="utf-8")
         return self
 
@@ -76,23 +97,46 @@ def done_marker(output_dir: PathLike, stage: str, job: Optional[int] = None) -> 
     return Path(output_dir) / ".done" / name
 
 
-def mark_done(output_dir: PathLike, stage: str, job: Optional[int] = None, info: Optional[dict] = None) -> Path:
-    """Write the completion marker last, after every output of the step is in place."""
+def mark_done(output_dir: PathLike, stage: str, job: Optional[int] = None, info: Optional[dict] = None,
+              outputs: Sequence[PathLike] = ()) -> Path:
+    """Write the completion marker last, after every output of the step is in place; it records each
+    output's size, so that a damaged or replaced output is noticed before the step is skipped."""
     path = done_marker(output_dir, stage, job)
-    atomic_write_text(path, json.dumps(info or {}, sort_keys=True) + "\n")
+    sizes = {os.path.relpath(p, output_dir): Path(p).stat().st_size for p in outputs}  # relative: the dir may move
+    atomic_write_text(path, json.dumps({**(info or {}), "outputs": sizes}, sort_keys=True) + "\n")
     return path
 
 
 def is_done(output_dir: PathLike, stage: str, job: Optional[int] = None) -> bool:
-    return done_marker(output_dir, stage, job).is_file()
+    """Whether the marker is there and every output it lists still has the size it was written with."""
+    return done_info(output_dir, stage, job) is not None
+
+
+def done_info(output_dir: PathLike, stage: str, job: Optional[int] = None) -> Optional[dict]:
+    """The marker's info when the step is done and its outputs are intact; None otherwise (logged when an
+    output went missing or changed size)."""
+    marker = done_marker(output_dir, stage, job)
+    try:
+        info = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict):
+        return None
+    for name, size in (info.get("outputs") or {}).items():
+        try:
+            now = (Path(output_dir) / name).stat().st_size
+        except OSError:
+            now = None
+        if now != size:
+            logger.warning("%s: %s is %s, not the %d bytes it was written with; the step is done again", marker,
+                           name, "missing" if now is None else f"{now} bytes", size)
+            return None
+    return info
 
 
 def read_done(output_dir: PathLike, stage: str, job: Optional[int] = None) -> dict:
-    """The info stored in a completion marker ({} when absent or unreadable)."""
-    try:
-        return json.loads(done_marker(output_dir, stage, job).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+    """The info stored in a completion marker ({} when absent, unreadable or its outputs changed)."""
+    return done_info(output_dir, stage, job) or {}
 
 
 def clear_done(output_dir: PathLike, stage: str, job: Optional[int] = None) -> None:

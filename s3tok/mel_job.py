@@ -17,8 +17,8 @@ from tqdm import tqdm
 
 from .data.sources import Utterance
 from .data.ark import write_float_matrices
-from .fsutil import atomic_write_lines
-from .journal import clear_done, is_done, mark_done, read_done
+from .fsutil import atomic_write_lines, remove_leftovers
+from .journal import clear_done, done_info, is_done, mark_done
 from .merge import MergeError, check_coverage, read_pairs
 from .pipeline import one_line, featurize
 from .tokenize_job import keys_digest
@@ -37,12 +37,13 @@ def run_mel_job(utts: Sequence[Utterance], output_dir: PathLike, job: Optional[i
                 base_dir: Optional[PathLike] = None, progress: bool = True) -> Tuple[int, int]:
     """Compute and store the log-mels of ``utts``; returns ``(stored, failed)``."""
     out = Path(output_dir)
-    inputs = keys_digest(utts)
-    if is_done(out, STAGE, job) and read_done(out, STAGE, job).get("inputs") == inputs:
-        info = read_done(out, STAGE, job)
+    inputs = keys_digest(utts, base_dir)
+    info = done_info(out, STAGE, job)
+    if info is not None and info.get("inputs") == inputs:
         logger.info("%s: compute_mel job %s already done; skipping", out, job)
         return info["stored"], info["failed"]
     clear_done(out, STAGE, job)
+    remove_leftovers(out, [_name(out, "feats", job, ".ark"), _name(out, "feats", job, ".scp")])
     failures: Dict[str, str] = {}
     frames: List[Tuple[str, int]] = []
 
@@ -61,10 +62,12 @@ def run_mel_job(utts: Sequence[Utterance], output_dir: PathLike, job: Optional[i
                 frames.append((u.key, mel.shape[-1]))
                 yield u.key, mel.T.contiguous().numpy()
 
-    stored = write_float_matrices((_name(out, "feats", job, ".ark"), _name(out, "feats", job, ".scp")), rows())
-    atomic_write_lines(_name(out, "utt2num_frames", job), [f"{k} {n}" for k, n in frames])
-    atomic_write_lines(_name(out, "utt2fail", job), [f"{u.key} {failures[u.key]}" for u in utts if u.key in failures])
-    mark_done(out, STAGE, job, {"inputs": inputs, "stored": stored, "failed": len(failures)})
+    outputs = [_name(out, "feats", job, ".ark"), _name(out, "feats", job, ".scp"), _name(out, "utt2num_frames", job),
+               _name(out, "utt2fail", job)]
+    stored = write_float_matrices((outputs[0], outputs[1]), rows())
+    atomic_write_lines(outputs[2], [f"{k} {n}" for k, n in frames])
+    atomic_write_lines(outputs[3], [f"{u.key} {failures[u.key]}" for u in utts if u.key in failures])
+    mark_done(out, STAGE, job, {"inputs": inputs, "stored": stored, "failed": len(failures)}, outputs=outputs)
     return stored, len(failures)
 
 

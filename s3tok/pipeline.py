@@ -82,6 +82,7 @@ def featurize(utt: Union[Utterance, WavEntry], base_dir=None, device: Optional[t
         utt = Utterance(utt.key, recording=utt)
     if utt.feats is not None:
         mel = read_mel(utt.feats)
+        check_finite(mel)
         return Features(utt.key, mel.to(device) if device is not None else mel, mel.shape[-1] / 100.0)
     wav = load_waveform(utt, base_dir)
     if wav.numel() <= MIN_SAMPLES:
@@ -89,7 +90,16 @@ def featurize(utt: Union[Utterance, WavEntry], base_dir=None, device: Optional[t
     if not torch.isfinite(wav).all():
         raise ValueError("audio contains NaN or infinite samples")
     mel = log_mel_spectrogram(wav, device=device)
+    check_finite(mel)
     return Features(utt.key, mel, wav.numel() / SAMPLE_RATE)
+
+
+def check_finite(mel: torch.Tensor) -> None:
+    """A NaN or infinity in a log-mel (a damaged feats file, float audio scaled past float32's range) would
+    give one repeated token for the whole utterance: such an utterance fails instead."""
+    if not torch.isfinite(mel).all():
+        raise ValueError("log-mel not finite (NaN or infinity: damaged features, or audio samples far "
+                         "outside [-1, 1])")
 
 
 def read_mel(rxfilename: str) -> torch.Tensor:

@@ -21,14 +21,14 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 import torch
 
 from .data.sources import Utterance
 from .data.ark import write_int32_vectors
-from .fsutil import atomic_write_lines, atomic_write_text
-from .journal import LineJournal, clear_done, is_done, mark_done, read_done
+from .fsutil import atomic_write_lines, atomic_write_text, remove_leftovers
+from .journal import LineJournal, clear_done, done_info, mark_done
 from .model import S3Tokenizer
 from .pipeline import RunStats, run_tokenize
 
@@ -89,13 +89,39 @@ def provenance(model: S3Tokenizer) -> Dict[str, object]:
 MAKER_FIELDS = ("model", "onnx_sha256", "dtype", "codebook_size", "token_rate")
 
 
-def keys_digest(utts: Sequence[Utterance]) -> str:
-    """SHA-256 over the job's keys and inputs: a finished job is reused only for the same inputs."""
-    h = hashlib.sha256()
-    for u in utts:
-        h.update(f"{u.key}\t{u.recording.location if u.recording else ''}\t{u.start}\t{u.end}\t{u.feats}\n"
-                 .encode("utf-8"))
-    return h.hexdigest()
+def input_fingerprint(u: Utterance, base_dir: Union[None, str, os.PathLike] = None) -> str:
+    """16 hex digits that change when what ``u`` points to changes: its ``wav.scp`` location or feats
+    specifier, its segment, and the size and mtime of the file behind it (a pipe: its command only)."""
+    loc = u.recording.location if u.recording else ""
+    path = u.feats.rsplit(":", 1)[0] if u.feats else (loc if u.recording and not u.recording.is_pipe else "")
+    stat = "-"
+    if path:
+        p = Path(path)
+        if base_dir is not None and not p.is_absolute():
+            p = Path(base_dir) / p
+        try:
+            st = p.stat()
+            stat = f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            stat = "missing"
+    text = f"{u.key}\t{loc}\t{u.start}\t{u.end}\t{u.feats}\t{stat}"
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def keys_digest(utts: Sequence[Utterance], base_dir: Union[None, str, os.PathLike] = None) -> str:
+    """SHA-256 over the job's keys and inputs (see :func:`input_fingerprint`): a finished job is reused
+    only for the same inputs."""
+    return _digest(input_fingerprint(u, base_dir) for u in utts)
+
+
+def _digest(prints: Iterable[str]) -> str:
+    return hashlib.sha256("".join(f"{p}\n" for p in prints).encode("ascii")).hexdigest()
+
+
+def _token_record_ok(key: str, rest: str) -> bool:
+    """A journal line ``key fingerprint t1 t2 ...``: a fingerprint and at least one integer token."""
+    fields = rest.split(" ")
+    return len(fields) >= 2 and len(fields[0]) == 16 and all(t.isdigit() for t in fields[1:])
 
 
 def _same_maker(files: JobFiles, made_by: Dict[str, object]) -> bool:
@@ -113,9 +139,10 @@ def run_job(model: S3Tokenizer, utts: Sequence[Utterance], files: JobFiles, *,
     """Tokenize ``utts`` into ``files``; skip the whole job when its marker says it is done."""
     out = files.output_dir
     made_by = provenance(model)
-    inputs = keys_digest(utts)
-    if resume and is_done(out, STAGE, files.job):
-        info = read_done(out, STAGE, files.job)
+    prints = {u.key: input_fingerprint(u, base_dir) for u in utts}
+    inputs = _digest(prints[u.key] for u in utts)
+    info = done_info(out, STAGE, files.job) if resume else None
+    if info is not None:
         if info.get("inputs") == inputs and _same_maker(files, made_by):
             logger.info("%s: job %s already done (%s); skipping", out, files.job, files.tokens_scp)
             stats = RunStats()
@@ -128,16 +155,21 @@ def run_job(model: S3Tokenizer, utts: Sequence[Utterance], files: JobFiles, *,
         raise ValueError(f"{files.journal} was started with another model or dtype ({files.provenance}); "
                          "rerun with --overwrite or use another output dir")
     clear_done(out, STAGE, files.job)
-    journal = LineJournal(files.journal).open(fresh=not resume)
+    remove_leftovers(out, [files.tokens_txt, files.tokens_ark, files.tokens_scp, files.utt2fail, files.provenance])
+    journal = LineJournal(files.journal).open(fresh=not resume, valid=_token_record_ok)
     atomic_write_text(files.provenance, json.dumps(made_by, indent=1, sort_keys=True) + "\n")
-    keys = {u.key for u in utts}
-    kept = {k: v for k, v in journal.entries.items() if k in keys}
-    if kept:
-        logger.info("resuming: %d of %d utterances already in %s", len(kept), len(utts), files.journal)
+    kept = {k: v.split(" ", 1)[1] for k, v in journal.entries.items()
+            if k in prints and v.split(" ", 1)[0] == prints[k]}
+    changed = sum(1 for k, v in journal.entries.items() if k in prints and k not in kept)
+    if kept or changed:
+        logger.info("resuming: %d of %d utterances already in %s%s", len(kept), len(utts), files.journal,
+                    f"; {changed} done again because their input changed (wav.scp line, segment, or the "
+                    f"file's size or mtime)" if changed else "")
     failures: Dict[str, str] = {}
 
     def write_tokens(key: str, toks: List[int]) -> None:
-        journal.add(key, " ".join(map(str, toks)))
+        journal.add(key, f"{prints[key]} {' '.join(map(str, toks))}")
+        kept[key] = " ".join(map(str, toks))
 
     def write_failure(key: str, reason: str) -> None:
         failures[key] = " ".join(reason.split())
@@ -148,12 +180,13 @@ def run_job(model: S3Tokenizer, utts: Sequence[Utterance], files: JobFiles, *,
                              base_dir=base_dir, device=device, progress=progress, skip=kept)
     finally:
         journal.close()
-    stats.done += len(kept)
-    token_rows = [(u.key, journal.entries[u.key]) for u in utts if u.key in journal.entries]
+    token_rows = [(u.key, kept[u.key]) for u in utts if u.key in kept]
+    stats.done = len(token_rows)
     atomic_write_lines(files.tokens_txt, [f"{k} {v}" if v else k for k, v in token_rows])
     write_int32_vectors((files.tokens_ark, files.tokens_scp), [(k, [int(t) for t in v.split()]) for k, v in token_rows])
     atomic_write_lines(files.utt2fail, [f"{u.key} {failures[u.key]}" for u in utts if u.key in failures])
     journal.remove()
     mark_done(out, STAGE, files.job, {"utterances": len(utts), "tokenized": len(token_rows),
-                                      "failed": len(failures), "inputs": inputs})
+                                      "failed": len(failures), "inputs": inputs},
+              outputs=[files.tokens_txt, files.tokens_ark, files.tokens_scp, files.utt2fail, files.provenance])
     return stats

@@ -10,6 +10,7 @@ import sys
 from typing import Optional, Sequence
 
 from ..data.sources import select_source
+from ..audio import MAX_DURATION, set_max_duration
 from ..logging_setup import setup_logging
 from ..mel_job import run_mel_job
 from ..sharding import job_shard
@@ -27,6 +28,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--job", type=int, default=0)
     p.add_argument("--num_workers", type=int, default=2, help="decoding threads")
     p.add_argument("--base_dir", default=None, help="resolve relative wav.scp paths against this directory")
+    p.add_argument("--max_duration", type=float, default=MAX_DURATION,
+                   help="seconds; a longer utterance fails (to utt2fail) before its samples are allocated, and "
+                        "a wav.scp pipe may write at most what that much 48 kHz stereo audio takes "
+                        f"(default {MAX_DURATION:.0f})")
     p.add_argument("--max_fail_ratio", type=float, default=1.0,
                    help="exit 1 above this share of failures (default 1: leave the decision to the merge)")
     p.add_argument("--no_progress", action="store_true")
@@ -40,6 +45,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logger.error("--num_jobs and --job go together")
         return 2
     try:
+        set_max_duration(args.max_duration)
         utts = select_source(data_dir=args.data_dir, wav_scp=args.wav_scp)
         if args.num_jobs:
             utts = job_shard(utts, args.num_jobs, args.job)

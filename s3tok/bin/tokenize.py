@@ -21,6 +21,7 @@ import torch
 from ..api import PRECISIONS, load_model
 from ..cpu_memory import keep_freed_memory
 from ..data.sources import select_source
+from ..audio import MAX_DURATION, set_max_duration
 from ..logging_setup import setup_logging
 from ..pipeline import ModelFault
 from ..sharding import distributed_job, job_shard, num_frames_file_for
@@ -55,6 +56,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--base_dir", default=None, help="resolve relative wav.scp paths against this directory "
                                                    "(default: the current directory)")
+    p.add_argument("--max_duration", type=float, default=MAX_DURATION,
+                   help="seconds; a longer utterance fails (to utt2fail) before its samples are allocated, and "
+                        "a wav.scp pipe may write at most what that much 48 kHz stereo audio takes "
+                        f"(default {MAX_DURATION:.0f})")
     p.add_argument("--max_fail_ratio", type=float, default=0.05,
                    help="exit 1 when a larger share of utterances failed")
     p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
@@ -76,6 +81,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.num_jobs, args.job = distributed_job()
         logger.info("torchrun: rank %d of %d does shard %d", args.job - 1, args.num_jobs, args.job)
     try:
+        set_max_duration(args.max_duration)
         utts = select_source(data_dir=args.data_dir, wav_scp=args.wav_scp, wav_dir=args.wav_dir,
                              feats_scp=args.feats_scp)
         if args.num_jobs:

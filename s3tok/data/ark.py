@@ -34,7 +34,7 @@ Target = Union[str, os.PathLike, Tuple[PathLike, PathLike]]
 
 #: Kaldi's table options (``ClassifyRspecifier`` / ``ClassifyWspecifier``).
 OPTIONS = frozenset({"t", "b", "f", "nf", "p", "o", "no", "s", "ns", "cs", "ncs", "bg"})
-_BAD_KEY = re.compile(r"\s")
+_BAD_KEY = re.compile(r"[ \t\n\r\f\v]")  # Kaldi: ASCII whitespace ends a key (a no-break space does not)
 
 
 @dataclass(frozen=True)

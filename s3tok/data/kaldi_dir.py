@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
 from ..fsutil import atomic_write_bytes
+from .lines import SPLIT as _SPLIT, Line, raw_lines as _raw_lines, read_lines, split_line  # noqa: F401 - re-exported
 from .wav_scp import WavEntry, read_wav_scp
 
 logger = logging.getLogger(__name__)
@@ -64,52 +65,8 @@ class DataDirUtterance(NamedTuple):
     end: Optional[float]
 
 
-@dataclass(frozen=True)
-class Line:
-    """One non-empty line: its 1-based number, key and value (the rest of the line, ends trimmed)."""
-
-    lineno: int
-    key: str
-    value: str
-
-
 # ----------------------------------------------------------------------------------------------- parsing
-
-def split_line(line: str) -> Tuple[str, str]:
-    """``key value`` at the first run of spaces/tabs; trailing spaces, tabs and CR are dropped."""
-    line = line.rstrip(" \t\r\n").lstrip(" \t")
-    parts = _SPLIT.split(line, maxsplit=1)
-    return parts[0], (parts[1] if len(parts) > 1 else "")
-
-
-def _raw_lines(path: PathLike) -> Iterator[Tuple[int, bytes]]:
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            yield lineno, raw.rstrip(b"\n")
-
-
-def read_lines(path: PathLike, *, allow_empty_value: bool = False) -> List[Line]:
-    """All lines of a ``key value`` file in file order. Raises ``ValueError`` naming the file and line for
-    an empty line, a line without a value (unless ``allow_empty_value``), invalid UTF-8 or a duplicate key."""
-    out: List[Line] = []
-    seen: Dict[str, int] = {}
-    for lineno, raw in _raw_lines(path):
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ValueError(f"{path}:{lineno}: not valid UTF-8") from None
-        if not text.strip(" \t\r"):
-            raise ValueError(f"{path}:{lineno}: empty line")
-        key, value = split_line(text)
-        if not value and not allow_empty_value:
-            raise ValueError(f"{path}:{lineno}: expected 'key value', got {text!r}")
-        if key in seen:
-            raise ValueError(f"{path}:{lineno}: duplicate key {key!r} (first at line {seen[key]})")
-        seen[key] = lineno
-        out.append(Line(lineno, key, value))
-    return out
-
-
+# One line parser for every table (data/lines.py); these names stay importable from here.
 def read_kv(path: PathLike, *, allow_empty_value: bool = False) -> Dict[str, str]:
     """``{key: rest of line}`` in file order (strict: see :func:`read_lines`)."""
     return {ln.key: ln.value for ln in read_lines(path, allow_empty_value=allow_empty_value)}

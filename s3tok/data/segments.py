@@ -26,7 +26,7 @@ from typing import BinaryIO, Optional, Tuple, Union
 import soundfile as sf
 import torch
 
-from ..audio import SAMPLE_RATE, AudioError, read_audio, to_mono
+from ..audio import SAMPLE_RATE, AudioError, check_span, read_audio, to_mono
 from .wav_scp import WavEntry, open_wav_entry
 
 logger = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ def _read_span_seeking(src: Union[str, BinaryIO], start: float, end: Optional[fl
             usable = True
             rate = int(f.samplerate)
             s, e = segment_samples(start, end, rate, int(f.frames), max_overshoot)
+            check_span(rate, e - s)
             f.seek(s)
             data = f.read(e - s, dtype="float32", always_2d=True)
     if not usable:

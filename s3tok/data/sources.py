@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
 from .kaldi_dir import iter_utterances
+from .lines import read_lines
 from .wav_scp import WavEntry, read_wav_scp, scan_audio_dir
 
 PathLike = Union[str, os.PathLike]
@@ -38,21 +39,8 @@ def from_audio_dir(path: PathLike) -> List[Utterance]:
 
 
 def read_scp_pairs(path: PathLike) -> List[tuple]:
-    """``key value`` lines (value = rest of line); errors name the file and line."""
-    out, seen = [], {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            parts = line.strip().split(maxsplit=1)
-            if len(parts) != 2:
-                raise ValueError(f"{path}:{lineno}: expected 'key value', got {line!r}")
-            if parts[0] in seen:
-                raise ValueError(f"{path}:{lineno}: duplicate key {parts[0]!r} (first at line {seen[parts[0]]})")
-            seen[parts[0]] = lineno
-            out.append((parts[0], parts[1]))
-    return out
+    """``key value`` lines (value = rest of line, blank lines skipped); errors name the file and line."""
+    return [(ln.key, ln.value) for ln in read_lines(path, skip_blank=True)]
 
 
 def from_feats_scp(path: PathLike) -> List[Utterance]:
@@ -75,8 +63,11 @@ def select_source(*, data_dir: Optional[PathLike] = None, wav_scp: Optional[Path
     if len(given) != 1:
         raise ValueError(f"give exactly one input source, got {[n for n, _ in given] or 'none'}")
     name, value = given[0]
-    return {"data_dir": from_data_dir, "wav_scp": from_wav_scp, "wav_dir": from_audio_dir,
+    utts = {"data_dir": from_data_dir, "wav_scp": from_wav_scp, "wav_dir": from_audio_dir,
             "feats_scp": from_feats_scp}[name](value)
+    if not utts:
+        raise ValueError(f"--{name} {value}: no utterances (empty input)")
+    return utts
 
 
 def keys_of(utts: Sequence[Utterance]) -> List[str]:

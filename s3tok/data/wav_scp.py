@@ -8,7 +8,10 @@ from __future__ import annotations
 import io
 import logging
 import os
+import signal
 import subprocess
+import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterable, List, Union
@@ -31,43 +34,69 @@ class WavEntry:
 
 
 def read_wav_scp(path: Union[str, os.PathLike]) -> List[WavEntry]:
-    """Parse a ``wav.scp``; raise ``ValueError`` naming the file and line for malformed or duplicate keys."""
-    entries: List[WavEntry] = []
-    seen = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, 1):
-            line = raw.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                continue
-            parts = line.strip().split(maxsplit=1)
-            if len(parts) != 2:
-                raise ValueError(f"{path}:{lineno}: expected 'key location', got {line!r}")
-            key, location = parts[0], parts[1].strip()
-            if key in seen:
-                raise ValueError(f"{path}:{lineno}: duplicate key {key!r} (first at line {seen[key]})")
-            seen[key] = lineno
-            entries.append(WavEntry(key, location))
-    return entries
+    """Parse a ``wav.scp`` (blank lines skipped); raise ``ValueError`` naming the file and line for invalid
+    UTF-8, a line without a location, or a duplicate key."""
+    from .lines import read_lines
+
+    return [WavEntry(ln.key, ln.value) for ln in read_lines(path, skip_blank=True, value_name="location")]
 
 
 def open_wav_entry(entry: WavEntry, base_dir: Union[str, os.PathLike, None] = None,
                    timeout: float = 600.0) -> Union[str, BinaryIO]:
     """A path (relative ones resolved against ``base_dir``) or, for a pipe, its output as a file object."""
     if entry.is_pipe:
-        cmd = entry.location[:-1].strip()
-        proc = subprocess.run(cmd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              timeout=timeout, check=False)
-        if proc.returncode != 0:
-            err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-            raise OSError(f"pipe command failed with code {proc.returncode}: {cmd!r}"
-                          + (f": {err[-1]}" if err else ""))
-        if not proc.stdout:
-            raise OSError(f"pipe command wrote no audio: {cmd!r}")
-        return io.BytesIO(proc.stdout)
+        return run_pipe(entry.location[:-1].strip(), timeout)
     p = Path(entry.location)
     if base_dir is not None and not p.is_absolute():
         p = Path(base_dir) / p
     return str(p)
+
+
+def run_pipe(cmd: str, timeout: float = 600.0) -> BinaryIO:
+    """The standard output of a ``wav.scp`` pipe, read up to :func:`~s3tok.audio.max_pipe_bytes`: a pipe
+    that writes more (``yes |``) or runs past ``timeout`` is killed and reported, naming the command."""
+    from ..audio import max_pipe_bytes
+
+    limit = max_pipe_bytes()
+    timed_out = threading.Event()
+    out = io.BytesIO()
+    with tempfile.TemporaryFile() as err, \
+            subprocess.Popen(cmd, shell=True, stdout=subprocess.PIPE, stderr=err, start_new_session=True) as proc:
+        timer = threading.Timer(timeout, lambda: (timed_out.set(), _kill_group(proc)))
+        timer.start()
+        try:
+            while out.tell() <= limit:
+                block = proc.stdout.read(1 << 20)
+                if not block:
+                    break
+                out.write(block)
+        finally:
+            timer.cancel()
+        too_much = out.tell() > limit
+        if too_much:
+            _kill_group(proc)
+        code = proc.wait()
+        err.seek(0)
+        lines = err.read(65536).decode("utf-8", "replace").strip().splitlines()
+    if too_much:
+        raise OSError(f"pipe command wrote over {limit} bytes (the --max_duration limit) and was killed: {cmd!r}")
+    if timed_out.is_set():
+        raise OSError(f"pipe command ran past {timeout:.0f} s and was killed: {cmd!r}")
+    if code != 0:
+        raise OSError(f"pipe command failed with code {code}: {cmd!r}" + (f": {lines[-1]}" if lines else ""))
+    if not out.tell():
+        raise OSError(f"pipe command wrote no audio: {cmd!r}")
+    out.seek(0)
+    out.name = f"pipe {cmd!r}"
+    return out
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the pipe's shell and everything it started (it runs in its own session)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def scan_audio_dir(audio_dir: Union[str, os.PathLike]) -> List[WavEntry]:

@@ -1,0 +1,126 @@
+"""Hostile and odd input: bounded memory, one precise reason per bad utterance, the job goes on."""
+from __future__ import annotations
+
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from s3tok.bin import tokenize as tokenize_cli
+from s3tok.data import read_wav_scp
+from s3tok.data.ark import write_float_matrices
+
+
+def tokenize(tmp_path: Path, ref: Path, scp_text: str, *extra: str, source: str = "--wav_scp"):
+    """Run ``s3tok tokenize`` on ``scp_text``; ``(exit code, {key: tokens}, {key: reason})``."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    scp = tmp_path / "in.scp"
+    scp.write_bytes(scp_text.encode("utf-8") if isinstance(scp_text, str) else scp_text)
+    out = tmp_path / "out"
+    rc = tokenize_cli.main([source, str(scp), "--model", str(ref / "models" / "speech_tokenizer_v2_25hz.onnx"),
+                            "--output_dir", str(out), "--no_progress", "--max_fail_ratio", "1", *extra])
+    tokens, fails = {}, {}
+    if (out / "tokens.txt").exists():
+        for line in (out / "tokens.txt").read_text(encoding="utf-8").splitlines():
+            key, _, rest = line.partition(" ")
+            tokens[key] = rest.split()
+        for line in (out / "utt2fail").read_text(encoding="utf-8").splitlines():
+            key, _, rest = line.partition(" ")
+            fails[key] = rest
+    return rc, tokens, fails
+
+
+def wav_header(rate: int, data_bytes: int) -> bytes:
+    """A 16-bit mono PCM WAV header."""
+    return (b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, rate,
+            rate * 2, 2, 16) + b"data" + struct.pack("<I", data_bytes))
+
+
+def test_tiny_sample_rate_and_overlong_audio_fail_before_allocating(ref, tmp_path):
+    one_hz = tmp_path / "one_hz.wav"  # 40 KB that would resample to 3.8 GB
+    one_hz.write_bytes(wav_header(1, 40000) + bytes(40000))
+    long_8k = tmp_path / "long.wav"
+    sf.write(long_8k, np.zeros(8000 * 5, np.float32), 8000)
+    good = ref / "audio" / "en_yes.wav"
+    rc, tokens, fails = tokenize(tmp_path, ref, f"a {one_hz}\nb {long_8k}\nc {good}\n", "--max_duration", "3")
+    assert rc == 0 and list(tokens) == ["c"]
+    assert "sample rate 1 Hz in the header is not audio" in fails["a"]
+    assert "5 s of audio, over the 3 s limit (--max_duration)" in fails["b"]
+
+
+def test_endless_pipe_is_killed_at_the_limit(ref, tmp_path):
+    t0 = time.time()
+    rc, tokens, fails = tokenize(tmp_path, ref, f"endless yes |\nc {ref / 'audio' / 'en_yes.wav'}\n",
+                                 "--max_duration", "5")
+    assert rc == 0 and list(tokens) == ["c"]
+    assert "wrote over" in fails["endless"] and "was killed: 'yes'" in fails["endless"]
+    assert time.time() - t0 < 60
+
+
+def test_pipe_printing_garbage_names_the_command(ref, tmp_path):
+    rc, _, fails = tokenize(tmp_path, ref, f"junk printf 'RIFF not audio' |\nc {ref / 'audio' / 'en_yes.wav'}\n")
+    assert rc == 0
+    assert "pipe \"printf 'RIFF not audio'\": cannot decode audio" in fails["junk"] and "0x" not in fails["junk"]
+
+
+def test_non_finite_log_mels_fail_the_utterance(ref, tmp_path):
+    loud = tmp_path / "loud.wav"
+    audio, rate = sf.read(ref / "audio" / "cmn_rain_f32.wav", dtype="float32")
+    sf.write(loud, audio * np.float32(1e30), rate, subtype="FLOAT")
+    rc, tokens, fails = tokenize(tmp_path, ref, f"loud {loud}\nc {ref / 'audio' / 'en_yes.wav'}\n")
+    assert rc == 0 and list(tokens) == ["c"] and "log-mel not finite" in fails["loud"]
+    mel = np.random.default_rng(0).normal(size=(300, 128)).astype(np.float32)
+    nan = mel.copy()
+    nan[10, 5] = np.nan
+    ark, scp = tmp_path / "f.ark", tmp_path / "f.scp"
+    write_float_matrices((ark, scp), [("ok", mel), ("nan", nan)])
+    rc, tokens, fails = tokenize(tmp_path / "feats", ref, scp.read_text(), source="--feats_scp")
+    assert rc == 0 and list(tokens) == ["ok"] and "log-mel not finite" in fails["nan"]
+
+
+def test_wav_scp_edge_cases(ref, tmp_path, caplog):
+    good = ref / "audio" / "en_yes.wav"
+    # not UTF-8: one error naming the file and the line, exit 2
+    rc, _, _ = tokenize(tmp_path / "a", ref, f"a {good}\n".encode() + b"b \xff\xfe.wav\n")
+    assert rc == 2 and any("in.scp:2: not valid UTF-8 (byte 0xff" in r.getMessage() for r in caplog.records)
+    # empty: exit 2 with a word
+    caplog.clear()
+    rc, _, _ = tokenize(tmp_path / "b", ref, "")
+    assert rc == 2 and any("no utterances (empty input)" in r.getMessage() for r in caplog.records)
+    # a byte-order mark is not part of the first key; a no-break space is part of a key (Kaldi: ASCII only)
+    rc, tokens, fails = tokenize(tmp_path / "c", ref, f"\ufeffa {good}\nx\u00a0y {good}\n")
+    assert rc == 0 and sorted(tokens) == ["a", "x\u00a0y"] and not fails
+    (tmp_path / "d.scp").write_text(f"x\u00a0y {good}\n", encoding="utf-8")
+    assert [e.key for e in read_wav_scp(tmp_path / "d.scp")] == ["x\u00a0y"]
+
+
+@pytest.mark.parametrize("bad", [b"\xff\xfe garbage", b"\x00\x00\x00"])
+def test_damaged_journal_keeps_valid_lines_and_redoes_the_rest(ref, tmp_path, bad, caplog):
+    """Garbage appended to ``tokens.part`` by a dying machine: the rerun keeps the valid lines, warns with
+    the file and the count, and redoes the keys it could not read."""
+    scp = "".join(f"{u} {ref / 'audio' / f}\n" for u, f in (("a", "en_yes.wav"), ("b", "cmn_rain_f32.wav"),
+                                                             ("c", "en_morning.wav")))
+    rc, first, _ = tokenize(tmp_path, ref, scp)
+    assert rc == 0
+    out = tmp_path / "out"
+    journal = out / "tokens.part"
+    lines = (out / "tokens.txt").read_text().splitlines()
+    (out / ".done" / "tokenize").unlink()
+    fp = _fingerprint_of(ref, "a")
+    journal.write_bytes((f"a {fp} " + lines[0].partition(" ")[2] + "\nb\n").encode() + bad + b"\n")
+    caplog.clear()
+    rc, again, _ = tokenize(tmp_path, ref, scp)
+    assert rc == 0 and again == first
+    warns = [r.getMessage() for r in caplog.records if "tokens.part" in r.getMessage() and "dropped" in r.getMessage()]
+    assert len(warns) == 1 and "2 unreadable line(s)" in warns[0], warns
+
+
+def _fingerprint_of(ref: Path, key: str) -> str:
+    from s3tok.data.sources import Utterance
+    from s3tok.data.wav_scp import WavEntry
+    from s3tok.tokenize_job import input_fingerprint
+
+    return input_fingerprint(Utterance(key, recording=WavEntry(key, str(ref / "audio" / "en_yes.wav"))))
