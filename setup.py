@@ -20,7 +20,9 @@ setup(
     install_requires=[
         "torch>=2.1",
         "numpy",
-        "onnx",
+        # external-data path traversal was fixed in onnx 1.16 (CVE-2024-27318) and 1.17 (CVE-2024-5187);
+        # s3tok checks external-data references itself as well
+        "onnx>=1.17",
         "soundfile",
         "kaldi-native-io",
         "tqdm",

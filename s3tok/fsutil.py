@@ -35,10 +35,13 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = temp_beside(path)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # name the target: a bare write error says only "No space left on device"
+            raise OSError(e.errno, e.strerror, str(path)) from None
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -70,8 +70,11 @@ class LineJournal:
             raise RuntimeError(f"{self.path}: journal not open")
         if "\n" in rest or "\n" in key or " " in key:
             raise ValueError(f"{self.path}: bad journal record for key {key!r}")
-        self._f.write(f"{key} {rest}\n")
-        self._f.flush()
+        try:
+            self._f.write(f"{key} {rest}\n")
+            self._f.flush()
+        except OSError as e:  # name the journal: a bare write error says only "No space left on device"
+            raise OSError(e.errno, e.strerror, str(self.path)) from None
         self.entries[key] = rest
 
     def close(self) -> None:

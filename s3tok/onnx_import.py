@@ -57,13 +57,55 @@ def _load_graph(path: PathLike):
     if p.stat().st_size == 0:
         raise OnnxImportError(f"{p}: file is empty, not an ONNX model")
     try:
-        model = onnx.load(str(p), load_external_data=True)
+        model = onnx.load(str(p), load_external_data=False)
     except (DecodeError, RuntimeError, ValueError, OSError, IndexError) as e:
         raise OnnxImportError(f"{p}: not a readable ONNX model (truncated or another format?): "
                               f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     if not model.graph.node:
         raise OnnxImportError(f"{p}: ONNX file has an empty graph (truncated or not an ONNX model)")
+    _load_external_data(model, p)
     return model
+
+
+def _load_external_data(model, path: Path) -> None:
+    """Read the tensors stored outside the ONNX file, after checking each reference: a relative path that
+    stays inside the model's folder (symbolic links resolved), and a byte range inside the file that holds
+    exactly the tensor the graph declares. So a crafted file can neither read elsewhere nor make s3tok read
+    more than its declared weights (onnx itself blocks traversal only in recent releases)."""
+    from onnx import TensorProto, external_data_helper, helper
+
+    folder = path.resolve().parent
+    external = [t for t in external_data_helper._get_all_tensors(model)
+                if t.HasField("data_location") and t.data_location == TensorProto.EXTERNAL]
+    for t in external:
+        info = {e.key: e.value for e in t.external_data}
+        loc = info.get("location", "")
+        target = (folder / loc).resolve()
+        if not loc or os.path.isabs(loc) or ".." in Path(loc).parts or folder not in target.parents:
+            raise OnnxImportError(f"{path}: tensor {t.name!r} points outside the model's folder ({loc!r}); refused")
+        if not target.is_file():
+            raise OnnxImportError(f"{path}: tensor {t.name!r}: external data file {target} is missing")
+        try:
+            itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+        except (KeyError, TypeError, ValueError):
+            raise OnnxImportError(f"{path}: tensor {t.name!r} has an unsupported data type {t.data_type}") from None
+        expected = int(np.prod([int(d) for d in t.dims], dtype=np.int64)) * itemsize
+        offset = int(info.get("offset", 0) or 0)
+        length = int(info.get("length", expected) or expected)
+        if length != expected or offset < 0 or offset + expected > target.stat().st_size:
+            raise OnnxImportError(f"{path}: tensor {t.name!r} declares {expected} bytes ({list(t.dims)}) but its "
+                                  f"external data is {length} bytes at offset {offset} of {target} "
+                                  f"({target.stat().st_size} bytes)")
+        for e in t.external_data:  # onnx then reads exactly the declared bytes, never to the end of the file
+            if e.key == "length":
+                e.value = str(expected)
+        if "length" not in info:
+            t.external_data.add(key="length", value=str(expected))
+    if external:
+        try:
+            external_data_helper.load_external_data_for_model(model, str(folder))
+        except (OSError, ValueError, RuntimeError) as e:
+            raise OnnxImportError(f"{path}: cannot read its external data: {e}") from None
 
 
 def _tensor(t) -> np.ndarray:

@@ -142,3 +142,61 @@ def test_parallel_first_downloads_share_one_fetch(ref, tmp_path):
     paths = {o.strip() for o, _ in outs}
     assert len(paths) == 1 and Path(paths.pop()).read_bytes() == data
     assert len(server.requests) == 1, server.requests
+
+
+def _external_copy(ref: Path, tmp_path: Path) -> Path:
+    """The reference v2 model saved with its weights in ``weights.bin`` beside it."""
+    import onnx
+
+    d = tmp_path / "ext"
+    d.mkdir()
+    proto = onnx.load(str(ref / "models" / "speech_tokenizer_v2_25hz.onnx"))
+    onnx.save(proto, str(d / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="weights.bin", size_threshold=1024)
+    return d / "m.onnx"
+
+
+def _tamper(path: Path, **fields) -> None:
+    """Rewrite the external-data entries (location/offset/length) of the first external tensor."""
+    import onnx
+    from onnx import TensorProto
+
+    proto = onnx.load(str(path), load_external_data=False)
+    t = next(t for t in proto.graph.initializer if t.data_location == TensorProto.EXTERNAL)
+    info = {e.key: e.value for e in t.external_data}
+    info.update({k: str(v) for k, v in fields.items()})
+    del t.external_data[:]
+    for k, v in info.items():
+        t.external_data.add(key=k, value=v)
+    path.write_bytes(proto.SerializeToString())
+
+
+def test_external_data_model_loads_and_gives_the_same_weights(ref, tmp_path):
+    from s3tok.onnx_import import read_onnx
+
+    a = read_onnx(ref / "models" / "speech_tokenizer_v2_25hz.onnx").state_dict
+    b = read_onnx(_external_copy(ref, tmp_path)).state_dict
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+@pytest.mark.parametrize("how", ["parent", "absolute", "symlink", "too long", "past the end"])
+def test_external_data_cannot_escape_or_overread(ref, tmp_path, how):
+    from s3tok.onnx_import import OnnxImportError, read_onnx
+
+    path = _external_copy(ref, tmp_path)
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes((path.parent / "weights.bin").read_bytes())
+    if how == "parent":
+        _tamper(path, location="../secret.bin")
+    elif how == "absolute":
+        _tamper(path, location=str(secret))
+    elif how == "symlink":
+        (path.parent / "link.bin").symlink_to(secret)
+        _tamper(path, location="link.bin")
+    elif how == "too long":
+        _tamper(path, length=10 ** 9)
+    else:
+        _tamper(path, offset=(path.parent / "weights.bin").stat().st_size)
+    match = "outside the model's folder" if how in ("parent", "absolute", "symlink") else "declares"
+    with pytest.raises(OnnxImportError, match=match):
+        read_onnx(path)

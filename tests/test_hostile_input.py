@@ -124,3 +124,72 @@ def _fingerprint_of(ref: Path, key: str) -> str:
     from s3tok.tokenize_job import input_fingerprint
 
     return input_fingerprint(Utterance(key, recording=WavEntry(key, str(ref / "audio" / "en_yes.wav"))))
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A 100 KB tmpfs (needs root and mount; skipped elsewhere)."""
+    import os
+    import subprocess
+
+    d = tmp_path / "small"
+    d.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100k", "tmpfs", str(d)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield d
+    subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+def test_disk_full_is_one_line_and_exit_3(ref, tmp_path, small_disk, caplog):
+    scp = "".join(f"u{i} {ref / 'audio' / 'long_65s.wav'}\n" for i in range(6))
+    (tmp_path / "in.scp").write_text(scp)
+    rc = tokenize_cli.main(["--wav_scp", str(tmp_path / "in.scp"), "--model",
+                            str(ref / "models" / "speech_tokenizer_v1.onnx"), "--output_dir", str(small_disk / "out"),
+                            "--no_progress"])
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert rc == 3 and len(errors) == 1, errors
+    assert "the disk is full" in errors[0] and f"cannot write {small_disk / 'out'}" in errors[0]
+
+
+def test_read_only_output_folder_is_one_line_and_exit_3(ref, tmp_path, caplog):
+    import os
+
+    if os.geteuid() == 0:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        import subprocess
+
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)],
+                          capture_output=True).returncode != 0:
+            pytest.skip("cannot mount a read-only tmpfs here")
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+    try:
+        (tmp_path / "in.scp").write_text(f"a {ref / 'audio' / 'en_yes.wav'}\n")
+        rc = tokenize_cli.main(["--wav_scp", str(tmp_path / "in.scp"), "--model",
+                                str(ref / "models" / "speech_tokenizer_v2_25hz.onnx"), "--output_dir", str(ro),
+                                "--no_progress"])
+    finally:
+        if os.geteuid() == 0:
+            import subprocess
+
+            subprocess.run(["umount", "-l", str(ro)], capture_output=True)
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert rc == 3 and len(errors) == 1 and str(ro) in errors[0], errors
+    assert "read-only" in errors[0] or "permission denied" in errors[0]
+
+
+def test_cuda_device_without_cuda_is_one_line(ref, tmp_path, caplog):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    (tmp_path / "in.scp").write_text(f"a {ref / 'audio' / 'en_yes.wav'}\n")
+    rc = tokenize_cli.main(["--wav_scp", str(tmp_path / "in.scp"), "--model",
+                            str(ref / "models" / "speech_tokenizer_v2_25hz.onnx"), "--output_dir",
+                            str(tmp_path / "out"), "--device", "cuda", "--no_progress"])
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert rc == 2 and len(errors) == 1 and errors[0].startswith("--device cuda: no CUDA here"), errors

@@ -48,7 +48,9 @@ def _run_child(env_extra, model, wavs):
 
 def test_every_dtype_runs_on_an_avx2_only_cpu(ref):
     """With oneDNN held to AVX2 the fused bf16 linear is not offered, and every dtype still gives tokens
-    (the plain path); float32 tokens are those of the unrestricted CPU."""
+    (the plain path); float32 gives onnxruntime's tokens there too."""
+    from conftest import load_expected
+
     model = ref / "models" / "speech_tokenizer_v2_25hz.onnx"
     wavs = [ref / "audio" / "en_yes.wav", ref / "audio" / "cmn_boats.wav"]
     avx2 = _run_child(AVX2_ONLY, model, wavs)
@@ -56,8 +58,10 @@ def test_every_dtype_runs_on_an_avx2_only_cpu(ref):
     for dtype in ("float32", "bfloat16", "bfloat16-mixed", "float16", "float16-mixed"):
         assert isinstance(avx2[dtype], list), f"{dtype}: {avx2[dtype]}"
         assert [len(t) for t in avx2[dtype]] == [36, 209]
-    native = _run_child({}, model, wavs)
-    assert native["float32"] == avx2["float32"]
+    expected, ties = load_expected(ref, "speech_tokenizer_v2_25hz")
+    for utt, got in zip(("en_yes", "cmn_boats"), avx2["float32"]):
+        assert len(got) == len(expected[utt])
+        assert {i for i, (a, b) in enumerate(zip(got, expected[utt])) if a != b} <= ties.get(utt, set()), utt
 
 
 @pytest.fixture

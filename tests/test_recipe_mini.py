@@ -36,6 +36,7 @@ def read_table(scp: Path, cwd: Path):
             for k, v in lines}
 
 
+@pytest.mark.slow
 def test_mini_recipe_stage_by_stage(ref, tmp_path):
     recipe = copy_recipe(tmp_path)
     model = str(ref / "models" / f"{MODEL}.onnx")

@@ -37,6 +37,7 @@ def read_table(scp):
     return [(k, list(v)) for k, v in kaldi_native_io.SequentialInt32VectorReader(f"scp:{scp}")]
 
 
+@pytest.mark.slow
 def test_kill9_then_rerun_is_identical(ref, tmp_path):
     scp, n = make_scp(ref, tmp_path)
     clean = tmp_path / "clean"

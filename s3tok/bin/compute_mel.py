@@ -1,7 +1,8 @@
 """Compute the log-mels of a data dir (or wav.scp) and store them as ``feats[.J].ark/.scp`` (float32,
 frames x 128), ``utt2num_frames[.J]`` and ``utt2fail[.J]`` in ``--output_dir``; ``--job J`` of
 ``--num_jobs N`` does one contiguous shard. A bad utterance is recorded and the job goes on.
-Exit 1 when more than ``--max_fail_ratio`` failed, 2 for bad arguments or input."""
+Exit 1 when more than ``--max_fail_ratio`` failed, 2 for bad arguments or input, 3 when the disk fails (full,
+read-only)."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +11,7 @@ import sys
 from typing import Optional, Sequence
 
 from ..data.sources import select_source
+from .. import exit_codes
 from ..audio import MAX_DURATION, set_max_duration
 from ..logging_setup import setup_logging
 from ..mel_job import run_mel_job
@@ -52,8 +54,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, OSError) as e:
         logger.error("%s", e)
         return 2
-    stored, failed = run_mel_job(utts, args.output_dir, args.job or None, args.num_workers, args.base_dir,
-                                 progress=not args.no_progress)
+    try:
+        stored, failed = run_mel_job(utts, args.output_dir, args.job or None, args.num_workers, args.base_dir,
+                                     progress=not args.no_progress)
+    except OSError as e:
+        logger.error("%s", exit_codes.os_fault_line(e))
+        return exit_codes.FAULT
     logger.info("%d / %d log-mels stored, %d failed", stored, len(utts), failed)
     if utts and failed / len(utts) > args.max_fail_ratio:
         return 1

@@ -8,6 +8,7 @@ import sys
 from typing import Optional, Sequence
 
 from ..data.sources import keys_of, select_source
+from .. import exit_codes
 from ..logging_setup import setup_logging
 from ..mel_job import merge_mel_jobs
 from ..merge import MergeError
@@ -29,9 +30,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         keys = keys_of(select_source(data_dir=args.data_dir))
         stored, failed = merge_mel_jobs(args.output_dir, args.num_jobs, keys, args.data_dir)
-    except (MergeError, ValueError, OSError) as e:
+    except (MergeError, ValueError, FileNotFoundError) as e:
         logger.error("%s", e)
-        return 2
+        return exit_codes.BAD_INPUT
+    except OSError as e:
+        logger.error("%s", exit_codes.os_fault_line(e))
+        return exit_codes.FAULT
     logger.info("%s: feats.scp with %d utterances, %d in mel_fail", args.data_dir, stored, failed)
     return 0
 

@@ -9,6 +9,7 @@ import sys
 from typing import Optional, Sequence
 
 from ..data.sources import keys_of, select_source
+from .. import exit_codes
 from ..logging_setup import setup_logging
 from ..merge import MergeError, merge_jobs
 
@@ -39,9 +40,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         keys = keys_of(select_source(data_dir=args.data_dir, wav_scp=args.wav_scp, feats_scp=args.feats_scp))
         result = merge_jobs(args.output_dir, args.num_jobs, keys, args.dest, args.utt2speech_token, args.jsonl,
                             args.prior_fail)
-    except (MergeError, ValueError, OSError) as e:
+    except (MergeError, ValueError, FileNotFoundError) as e:
         logger.error("%s", e)
-        return 2
+        return exit_codes.BAD_INPUT
+    except OSError as e:
+        logger.error("%s", exit_codes.os_fault_line(e))
+        return exit_codes.FAULT
     logger.info("%s: %d / %d utterances tokenized, %d failed (%s/utt2fail)", args.dest, result.tokens,
                 result.total, result.failed, args.dest)
     if result.fail_ratio > args.max_fail_ratio:

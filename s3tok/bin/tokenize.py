@@ -3,8 +3,9 @@
 Writes to ``--output_dir`` ``tokens[.J].{ark,scp,txt}``, ``utt2fail[.J]`` (``key reason`` per utterance
 that could not be tokenized; the rest go on) and ``tokenizer[.J].json``; ``.J`` when ``--job J`` of
 ``--num_jobs N`` (a contiguous shard). A rerun resumes a killed job and skips a finished one.
-Exit codes: 0 done; 1 more than ``--max_fail_ratio`` of the utterances failed; 2 bad arguments, input or model
-(a ``--dtype`` this CPU cannot run is refused at load; a model that fails on every utterance stops the job).
+Exit codes: 0 done; 1 more than ``--max_fail_ratio`` of the utterances failed; 2 bad arguments, input, model
+or ``--dtype`` (one this CPU cannot run is refused at load); 3 a fault of the machine, the disk or the model
+(disk full, read-only folder, a model that fails on every utterance): the work so far is kept for a rerun.
 On CPU it lets malloc keep freed memory for the next forward pass (``S3TOK_KEEP_FREED_MEMORY=0``: not).
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from ..api import PRECISIONS, load_model
 from ..cpu_memory import keep_freed_memory
 from ..data.sources import select_source
+from .. import exit_codes
 from ..audio import MAX_DURATION, set_max_duration
 from ..logging_setup import setup_logging
 from ..pipeline import ModelFault
@@ -87,6 +89,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.num_jobs:
             utts = job_shard(utts, args.num_jobs, args.job, num_frames_file_for(args.data_dir, args.feats_scp))
         device = torch.device(args.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {args.device}: no CUDA here (torch {torch.__version__}"
+                             f"{', a CPU-only build' if torch.version.cuda is None else ', no GPU visible'}); "
+                             "use --device cpu")
         if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
             device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))  # torchrun: one GPU per local rank
         if device.type == "cpu":
@@ -105,9 +111,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         max_frames_per_batch=args.max_frames_per_batch, num_workers=args.num_workers,
                         base_dir=args.base_dir, device=device, progress=not args.no_progress,
                         resume=not args.overwrite)
-    except (ValueError, ModelFault) as e:
+    except ValueError as e:
         logger.error("%s", e)
-        return 2
+        return exit_codes.BAD_INPUT
+    except ModelFault as e:
+        logger.error("%s", e)
+        return exit_codes.FAULT
+    except OSError as e:
+        logger.error("%s; the tokens so far are kept in %s for the rerun", exit_codes.os_fault_line(e), files.journal)
+        return exit_codes.FAULT
     total = len(utts)
     logger.info("%d / %d utterances tokenized, %d failed (%s); %.1f s of audio in %.1f s: %.1f audio s/s",
                 stats.done, total, stats.failed, files.utt2fail, stats.audio_seconds, stats.wall_seconds,

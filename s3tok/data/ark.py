@@ -16,7 +16,9 @@ Matrices are stored as Kaldi stores features: rows = frames, so a log-mel is ``[
 from __future__ import annotations
 
 import logging
+import errno
 import os
+import shutil
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,7 +139,10 @@ def _write_table(writer_name: str, target: Target, items: Iterable[Tuple[str, An
         try:
             n = _write_items(writer, items, convert, spec.ark)
         finally:
-            writer.close()
+            try:
+                writer.close()
+            except RuntimeError as e:
+                raise write_error(ark, e) from None
         scp_text = _repoint_scp(tmp_scp, tmp_ark, spec.ark) if tmp_scp is not None else None
         os.replace(tmp_ark, ark)
         if scp is not None and tmp_scp is not None:
@@ -159,9 +164,25 @@ def _write_items(writer: Any, items: Iterable[Tuple[str, Any]], convert: Callabl
     for key, value in items:
         if not isinstance(key, str) or not key or _BAD_KEY.search(key):
             raise ValueError(f"{where}: invalid key {key!r} (keys are non-empty and without whitespace)")
-        writer.write(key, convert(key, value))
+        try:
+            writer.write(key, convert(key, value))
+        except RuntimeError as e:  # kaldi-native-io says only "Write failure": find out why
+            raise write_error(Path(where), e) from None
         n += 1
     return n
+
+
+def write_error(path: Path, e: Exception) -> OSError:
+    """An ``OSError`` naming ``path`` and the likely cause of a failed table write (the C++ writer only
+    reports that writing failed): no space left, or another I/O error."""
+    try:
+        full = shutil.disk_usage(path.parent).free < (1 << 20)
+    except OSError:
+        full = False
+    if full:
+        return OSError(errno.ENOSPC, "no space left on the device (disk full)", str(path))
+    first = next((line for line in str(e).splitlines() if line.startswith("[")), str(e).splitlines()[0] if str(e) else "")
+    return OSError(errno.EIO, f"write failed: {first}", str(path))
 
 
 def _repoint_scp(tmp_scp: Path, tmp_ark: Path, final_ark: str) -> str:
