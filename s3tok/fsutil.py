@@ -1,10 +1,13 @@
 """Atomic file writes: a temporary file beside the target, then a rename."""
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
-from typing import Iterable, Union
+from typing import Callable, Iterable, List, Sequence, Tuple, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -69,3 +72,53 @@ def remove_leftovers(output_dir: PathLike, targets: Iterable[PathLike]) -> int:
 
         logging.getLogger(__name__).info("%s: removed %d temporary file(s) left by an interrupted run", output_dir, n)
     return n
+
+
+def publish(outputs: Sequence[Tuple[PathLike, Union[bytes, Callable[[Path], None]]]]) -> None:
+    """Write several files so that they appear together: each is written in full to a temporary name
+    beside its target (``bytes``, or a function that writes the given path), and only when all are
+    written are they renamed into place, with SIGINT and SIGTERM held back during the renames. An
+    interruption before that leaves the old files and temporaries that :func:`remove_leftovers` clears."""
+    staged: List[Tuple[str, Path]] = []
+    try:
+        for target, content in outputs:
+            target = Path(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = temp_beside(target)
+            staged.append((tmp, target))
+            try:
+                if isinstance(content, bytes):
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(content)
+                        f.flush()
+                        os.fsync(f.fileno())
+                else:
+                    os.close(fd)
+                    content(Path(tmp))
+            except OSError as e:
+                raise OSError(e.errno, e.strerror, str(target)) from None
+        with _signals_held():
+            for tmp, target in staged:
+                os.replace(tmp, target)
+        staged = []
+    finally:
+        for tmp, _ in staged:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Defer SIGINT/SIGTERM to the end of the block (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: List[int] = []
+    old = {s: signal.signal(s, lambda n, f: got.append(n)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        for s in got:
+            os.kill(os.getpid(), s)

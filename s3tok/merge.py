@@ -10,15 +10,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from .fsutil import atomic_write_lines, atomic_write_text
-from .journal import is_done, mark_done
+from .fsutil import atomic_write_lines, publish, remove_leftovers
+from .journal import clear_done, is_done, mark_done
 from .tokenize_job import MAKER_FIELDS, STAGE, JobFiles
 
 logger = logging.getLogger(__name__)
+
+MERGE_STAGE = "merge_tokens"
 
 PathLike = Union[str, os.PathLike]
 
@@ -102,31 +106,86 @@ def merge_jobs(output_dir: PathLike, num_jobs: int, input_keys: Sequence[str], d
                                             ("an earlier stage's failures", prior)])
     fail_rows = sorted(prior + fail_rows, key=lambda r: order[r[0]]) if prior else fail_rows
     dest = Path(dest)
-    atomic_write_lines(dest / "tokens.scp", [f"{k} {v}" for k, v in scp_rows])
-    atomic_write_lines(dest / "utt2num_tokens", [f"{k} {len(v.split())}" for k, v in txt_rows])
-    atomic_write_lines(dest / "utt2fail", [f"{k} {v}" for k, v in fail_rows])
-    atomic_write_text(dest / "tokenizer.json", json.dumps(first, indent=1, sort_keys=True) + "\n")
     tokens = {k: [int(t) for t in v.split()] for k, v in txt_rows}
+    outputs: List[Tuple[Path, object]] = [
+        (dest / "tokens.scp", _lines([f"{k} {v}" for k, v in scp_rows])),
+        (dest / "utt2num_tokens", _lines([f"{k} {len(v.split())}" for k, v in txt_rows])),
+        (dest / "utt2fail", _lines([f"{k} {v}" for k, v in fail_rows])),
+        (dest / "tokenizer.json", (json.dumps(first, indent=1, sort_keys=True) + "\n").encode("utf-8")),
+    ]
     if utt2speech_token:
-        write_utt2speech_token(utt2speech_token, tokens)
+        outputs.append((Path(utt2speech_token), lambda tmp: _torch_save(dict(tokens), tmp)))
     if jsonl:
-        write_jsonl(jsonl, tokens)
+        outputs.append((Path(jsonl), _lines([json.dumps({"key": k, "code": v}, ensure_ascii=False)
+                                             for k, v in tokens.items()])))
+    clear_done(dest, MERGE_STAGE)  # from here until the marker, the set is not a finished merge
+    remove_leftovers(dest, [p for p, _ in outputs])
+    publish(outputs)  # all of them, or (interrupted) none: the old files stay until the renames
     result = MergeResult(len(txt_rows), len(fail_rows), len(input_keys))
-    mark_done(dest, "merge_tokens", None, {"tokens": result.tokens, "failed": result.failed,
-                                           "output_dir": str(output_dir)})
+    mark_done(dest, MERGE_STAGE, None, {"tokens": result.tokens, "failed": result.failed,
+                                        "output_dir": str(output_dir)}, outputs=[p for p, _ in outputs])
     return result
+
+
+def _lines(rows: Sequence[str]) -> bytes:
+    return "".join(r + "\n" for r in rows).encode("utf-8")
+
+
+def _torch_save(obj, path: Path) -> None:
+    import torch
+
+    torch.save(obj, path)
 
 
 def write_utt2speech_token(path: PathLike, tokens: Dict[str, List[int]]) -> None:
     """CosyVoice's ``utt2speech_token.pt``: ``torch.save`` of ``dict[str, list[int]]``, written atomically."""
-    import torch
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(dict(tokens), tmp)
-    os.replace(tmp, path)
+    publish([(Path(path), lambda tmp: _torch_save(dict(tokens), tmp))])
 
 
 def write_jsonl(path: PathLike, tokens: Dict[str, List[int]]) -> None:
     """One ``{"key": ..., "code": [...]}`` object per line."""
     atomic_write_lines(path, [json.dumps({"key": k, "code": v}, ensure_ascii=False) for k, v in tokens.items()])
+
+
+CONSISTENT_MARK = ".s3tok_consistent"
+_DATA_FILES = ("wav.scp", "segments", "text", "utt2spk", "spk2utt", "utt2dur", "utt2num_frames", "feats.scp",
+               "reco2dur", "spk2gender")
+_TOKEN_FILES = ("tokens.scp", "utt2num_tokens", "tokenizer.json", "utt2speech_token.pt")
+
+
+def write_consistent_dir(data_dir: PathLike, merged: PathLike, out_dir: PathLike) -> Tuple[int, int]:
+    """A copy of ``data_dir`` with the merged token files of ``merged``, restricted (as Kaldi's
+    ``fix_data_dir.sh`` does) to the utterances that have tokens, so that every key it lists has tokens:
+    what CosyVoice's ``make_parquet_list.py`` needs (a key without a token costs it a whole shard).
+    ``removed`` lists the keys left out with their reasons. Built aside and renamed into place; an existing
+    ``out_dir`` is replaced only when an earlier call made it. Returns ``(kept, removed)``."""
+    from .data.kaldi_dir import fix_data_dir
+
+    data_dir, merged, out = Path(data_dir), Path(merged), Path(out_dir)
+    if out.exists() and not (out / CONSISTENT_MARK).is_file():
+        raise FileExistsError(f"{out}: exists and was not made by merge_tokens --consistent_dir; choose another")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    old = None
+    try:
+        for src, names in ((data_dir, _DATA_FILES), (merged, _TOKEN_FILES)):
+            for name in names:
+                if (src / name).is_file():
+                    shutil.copy2(src / name, tmp / name)
+        fix_data_dir(tmp)  # keeps the keys present in every file, tokens.scp included
+        shutil.rmtree(tmp / ".backup", ignore_errors=True)  # a fresh copy: nothing to back up
+        kept = len((tmp / "tokens.scp").read_text(encoding="utf-8").splitlines())
+        shutil.copy2(merged / "utt2fail", tmp / "removed")
+        (tmp / CONSISTENT_MARK).write_text(f"made by merge_tokens from {data_dir} and {merged}\n")
+        if out.exists():
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
+            os.replace(out, old / "dir")
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    removed = len((out / "removed").read_text(encoding="utf-8").splitlines())
+    logger.info("%s: %d utterances, every one with tokens; %d left out (listed in %s)", out, kept, removed,
+                out / "removed")
+    return kept, removed

@@ -94,6 +94,13 @@ def test_bad_audio_is_recorded_and_the_ratio_enforced(ref, tmp_path):
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert (recipe / "data" / "test" / "utt2fail").read_text().startswith("BAC009S9004W0099 ")
     assert len((recipe / "data" / "test" / "tokens.scp").read_text().splitlines()) == 3
+    # the set for CosyVoice: every listed key has tokens, the bad one is listed as removed
+    tokenized = recipe / "data" / "test" / "tokenized"
+    for name in ("wav.scp", "text", "utt2spk", "tokens.scp"):
+        keys = [line.split()[0] for line in (tokenized / name).read_text().splitlines()]
+        assert len(keys) == 3 and "BAC009S9004W0099" not in keys, name
+    assert set(torch.load(tokenized / "utt2speech_token.pt")) == set(keys)
+    assert (tokenized / "removed").read_text().startswith("BAC009S9004W0099 ")
 
 
 def test_recipe_rejects_unknown_option(tmp_path):

@@ -2,7 +2,8 @@
 # AISHELL-1 -> CosyVoice S3 speech tokens.   ./run.sh [--stage -1] [--stop_stage 3] [--model NAME|PATH|demo] ...
 #   -1 download AISHELL-1 into $corpus_dir     0 Kaldi data dirs data/{train,dev,test}
 #    1 log-mels (exp/mel/<set>, data/<set>/feats.scp)   2 tokenize (exp/<tag>/<set>, $nj jobs)
-#    3 merge into data/<set>: tokens.scp, utt2num_tokens, utt2fail, tokenizer.json, utt2speech_token.pt
+#    3 merge into data/<set>: tokens.scp, utt2num_tokens, utt2fail, tokenizer.json, utt2speech_token.pt, and
+#      data/<set>/tokenized: the set restricted to utterances with tokens (for CosyVoice's tools)
 #    4 parity: onnxruntime at batch 1 (CosyVoice's way) on $parity_utts utterances per set vs tokens.scp
 #    5 token statistics and plots in data/<set>/stats (warns on a wrong rate, odd codebook use, ...)
 # Runs in the current directory (egs/mini/run.sh calls it on its tiny corpus).
@@ -76,7 +77,7 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     prior=""; [ "$use_mel" = true ] && prior="--prior_fail data/$set/mel_fail"
     python -m s3tok.bin.merge_tokens --data_dir "data/$set" --output_dir "exp/$tag/$set" --num_jobs "$nj" \
       --dest "data/$set" --utt2speech_token "data/$set/utt2speech_token.pt" $prior \
-      --max_fail_ratio "$max_fail_ratio"
+      --consistent_dir "data/$set/tokenized" --max_fail_ratio "$max_fail_ratio"
   done
 fi
 

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 from ..data.sources import keys_of, select_source
 from .. import exit_codes
 from ..logging_setup import setup_logging
-from ..merge import MergeError, merge_jobs
+from ..merge import MergeError, merge_jobs, write_consistent_dir
 
 logger = logging.getLogger("s3tok.merge_tokens")
 
@@ -29,6 +29,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--jsonl", default=None, help="also write {'key':..., 'code': [...]} lines here")
     p.add_argument("--prior_fail", action="append", default=[],
                    help="'key reason' file of keys that failed in an earlier stage (repeatable)")
+    p.add_argument("--consistent_dir", default=None,
+                   help="also write a copy of --data_dir with only the utterances that have tokens (wav.scp, "
+                        "text, utt2spk, spk2utt, ..., tokens, utt2speech_token.pt; 'removed' lists the others): "
+                        "the folder to give CosyVoice's tools")
     p.add_argument("--max_fail_ratio", type=float, default=0.05)
     return p
 
@@ -40,6 +44,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         keys = keys_of(select_source(data_dir=args.data_dir, wav_scp=args.wav_scp, feats_scp=args.feats_scp))
         result = merge_jobs(args.output_dir, args.num_jobs, keys, args.dest, args.utt2speech_token, args.jsonl,
                             args.prior_fail)
+        if args.consistent_dir:
+            if not args.data_dir:
+                raise ValueError("--consistent_dir needs --data_dir (the data dir to copy)")
+            write_consistent_dir(args.data_dir, args.dest, args.consistent_dir)
     except (MergeError, ValueError, FileNotFoundError) as e:
         logger.error("%s", e)
         return exit_codes.BAD_INPUT
