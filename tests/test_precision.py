@@ -97,8 +97,8 @@ def test_tokenize_exits_2_on_unsupported_dtype(ref, tmp_path, broken_bf16, caplo
 
 
 def test_model_fault_stops_the_job_instead_of_failing_every_utterance(ref, tmp_path, monkeypatch, caplog):
-    """A model that fails on every batch and every item alone with one error: exit 2, one error line, no
-    utterance written to utt2fail as bad audio."""
+    """A model that fails on every batch and every item alone with one error: exit 3 (a fault, not bad
+    data), one error line, no utterance written to utt2fail as bad audio."""
     scp = tmp_path / "wav.scp"
     scp.write_text("".join(f"{u} {ref / 'audio' / f}\n" for u, f in
                            (("a", "en_yes.wav"), ("b", "cmn_boats.wav"), ("c", "en_morning.wav"))))
@@ -111,7 +111,7 @@ def test_model_fault_stops_the_job_instead_of_failing_every_utterance(ref, tmp_p
     monkeypatch.setattr(s3tok.api, "check_precision_runs", lambda m: None)  # the fault comes after the load
     rc = tokenize_cli.main(["--wav_scp", str(scp), "--model", model_path, "--output_dir", str(tmp_path / "out"),
                             "--no_progress"])
-    assert rc == 2
+    assert rc == 3
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "illegal memory access" in errors[0] and "not of the audio" in errors[0]
     assert not (tmp_path / "out" / "utt2fail").exists() or not (tmp_path / "out" / "utt2fail").read_text()
