@@ -171,3 +171,19 @@ def test_data_dir_with_segments(ref, tmp_path):
         mel = s3tok.log_mel_spectrogram(wav)
         codes, lens = model.quantize(mel[None], torch.tensor([mel.shape[1]]))
         assert got[utt] == codes[0, :lens[0]].tolist(), utt
+
+
+def test_every_entry_point_is_an_s3tok_subcommand():
+    """One way in: each ``s3tok.bin`` module is an ``s3tok`` subcommand whose --help names it so."""
+    import pkgutil
+
+    import s3tok.bin
+    from s3tok.cli import SUBCOMMANDS
+
+    modules = {f"s3tok.bin.{m.name}" for m in pkgutil.iter_modules(s3tok.bin.__path__)}
+    assert modules == {m for m, _ in SUBCOMMANDS.values()}
+    for name, (module, _) in SUBCOMMANDS.items():
+        import importlib
+
+        prog = importlib.import_module(module).get_parser().prog
+        assert prog in (f"s3tok {name}", "utils/run.pl", "utils/validate_data_dir.sh", "utils/fix_data_dir.sh"), (name, prog)

@@ -36,16 +36,16 @@ stages() { [ "$stage" -le "$2" ] && [ "$stop_stage" -ge "$1" ]; }   # does the r
 
 # Fail now, not hours later: the model must resolve, and the packages of the stages asked for must import.
 require=""; stages 4 4 && require=onnxruntime; stages 5 5 && require="$require,matplotlib"
-python -m s3tok.bin.resolve_model --model "$model" --check_only --require "$require"
+s3tok resolve-model --model "$model" --check_only --require "$require"
 
 if [ "$stage" -le -1 ] && [ "$stop_stage" -ge -1 ]; then
   log "Stage -1: download AISHELL-1 into $corpus_dir"
-  python -m s3tok.bin.download_aishell --target_dir "$corpus_dir"
+  s3tok download-aishell --target_dir "$corpus_dir"
 fi
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   log "Stage 0: data dirs data/{${sets// /,}} from $corpus_dir"
-  python -m s3tok.bin.prepare_aishell --corpus_dir "$corpus_dir" --data_dir data --sets "${sets// /,}"
+  s3tok prepare-aishell --corpus_dir "$corpus_dir" --data_dir data --sets "${sets// /,}"
   for set in $sets; do "$root/utils/validate_data_dir.sh" --no-feats "data/$set"; done
 fi
 
@@ -53,19 +53,19 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ] && [ "$use_mel" = true ]; then
   for set in $sets; do
     log "Stage 1: log-mels of data/$set ($nj jobs, logs in exp/mel/$set/log)"
     $cmd --num-threads "$threads" JOB=1:"$nj" "exp/mel/$set/log/mel.JOB.log" \
-      python -m s3tok.bin.compute_mel --data_dir "data/$set" --output_dir "exp/mel/$set" \
+      s3tok compute-mel --data_dir "data/$set" --output_dir "exp/mel/$set" \
         --num_jobs "$nj" --job JOB --no_progress
-    python -m s3tok.bin.merge_mel --data_dir "data/$set" --output_dir "exp/mel/$set" --num_jobs "$nj"
+    s3tok merge-mel --data_dir "data/$set" --output_dir "exp/mel/$set" --num_jobs "$nj"
   done
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  model_path=$(python -m s3tok.bin.resolve_model --model "$model" --demo_dir exp/models)
+  model_path=$(s3tok resolve-model --model "$model" --demo_dir exp/models)
   for set in $sets; do
     input="--data_dir data/$set"; [ "$use_mel" = true ] && input="--feats_scp data/$set/feats.scp"
     log "Stage 2: tokens of data/$set with $model ($nj jobs, logs in exp/$tag/$set/log)"
     $cmd $gpu_opt --num-threads "$threads" JOB=1:"$nj" "exp/$tag/$set/log/tokenize.JOB.log" \
-      python -m s3tok.bin.tokenize $input --model "$model_path" --output_dir "exp/$tag/$set" \
+      s3tok tokenize $input --model "$model_path" --output_dir "exp/$tag/$set" \
         --num_jobs "$nj" --job JOB --device "$device" --dtype "$dtype" --batch_size "$batch_size" \
         --max_fail_ratio 1 --no_progress
   done
@@ -75,17 +75,17 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   for set in $sets; do
     log "Stage 3: merge exp/$tag/$set into data/$set"
     prior=""; [ "$use_mel" = true ] && prior="--prior_fail data/$set/mel_fail"
-    python -m s3tok.bin.merge_tokens --data_dir "data/$set" --output_dir "exp/$tag/$set" --num_jobs "$nj" \
+    s3tok merge-tokens --data_dir "data/$set" --output_dir "exp/$tag/$set" --num_jobs "$nj" \
       --dest "data/$set" --utt2speech_token "data/$set/utt2speech_token.pt" $prior \
       --consistent_dir "data/$set/tokenized" --max_fail_ratio "$max_fail_ratio"
   done
 fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
-  model_path=$(python -m s3tok.bin.resolve_model --model "$model" --demo_dir exp/models)
+  model_path=$(s3tok resolve-model --model "$model" --demo_dir exp/models)
   for set in $sets; do
     log "Stage 4: parity of data/$set/tokens.scp with onnxruntime ($parity_utts utterances)"
-    python -m s3tok.bin.score_parity --data_dir "data/$set" --tokens "data/$set/tokens.scp" --model "$model_path" \
+    s3tok score-parity --data_dir "data/$set" --tokens "data/$set/tokens.scp" --model "$model_path" \
       --num_utts "$parity_utts" --max_miss_rate "$max_miss_rate" --output "exp/$tag/$set/parity.json"
   done
 fi

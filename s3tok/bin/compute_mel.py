@@ -21,7 +21,7 @@ logger = logging.getLogger("s3tok.compute_mel")
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m s3tok.bin.compute_mel", description=__doc__)
+    p = argparse.ArgumentParser(prog="s3tok compute-mel", description=__doc__)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data_dir", help="Kaldi data dir: wav.scp (+ segments)")
     src.add_argument("--wav_scp")

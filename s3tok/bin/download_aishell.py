@@ -14,7 +14,7 @@ logger = logging.getLogger("s3tok.download_aishell")
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m s3tok.bin.download_aishell", description=__doc__)
+    p = argparse.ArgumentParser(prog="s3tok download-aishell", description=__doc__)
     p.add_argument("--target_dir", required=True, help="where data_aishell/ goes")
     p.add_argument("--url", action="append", default=[],
                    help=f"archive URL to try (repeatable; default: the OpenSLR mirrors of {aishell.ARCHIVE})")

@@ -17,7 +17,7 @@ logger = logging.getLogger("s3tok.make_wav_scp")
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m s3tok.bin.make_wav_scp", description=__doc__,
+    p = argparse.ArgumentParser(prog="s3tok make-wav-scp", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--audio_dir", required=True, help="directory of audio files")
     p.add_argument("--output", required=True, help="wav.scp to write")

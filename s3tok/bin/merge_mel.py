@@ -17,7 +17,7 @@ logger = logging.getLogger("s3tok.merge_mel")
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m s3tok.bin.merge_mel", description=__doc__)
+    p = argparse.ArgumentParser(prog="s3tok merge-mel", description=__doc__)
     p.add_argument("--data_dir", required=True, help="the data dir that was processed; merged files go here")
     p.add_argument("--output_dir", required=True, help="the compute_mel jobs' --output_dir")
     p.add_argument("--num_jobs", type=int, required=True)

@@ -17,7 +17,7 @@ logger = logging.getLogger("s3tok.merge_tokens")
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m s3tok.bin.merge_tokens", description=__doc__)
+    p = argparse.ArgumentParser(prog="s3tok merge-tokens", description=__doc__)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data_dir", help="the data dir that was tokenized (its keys are the expected ones)")
     src.add_argument("--wav_scp")

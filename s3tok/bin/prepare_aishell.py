@@ -14,7 +14,7 @@ logger = logging.getLogger("s3tok.prepare_aishell")
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m s3tok.bin.prepare_aishell", description=__doc__)
+    p = argparse.ArgumentParser(prog="s3tok prepare-aishell", description=__doc__)
     p.add_argument("--corpus_dir", required=True, help="the folder holding data_aishell/")
     p.add_argument("--data_dir", required=True, help="root of the data dirs to write (e.g. data)")
     p.add_argument("--sets", default=",".join(aishell.SETS), help="comma-separated subsets")

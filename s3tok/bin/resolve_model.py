@@ -69,7 +69,7 @@ def check(model: str, require: Sequence[str]) -> None:
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m s3tok.bin.resolve_model", description=__doc__)
+    p = argparse.ArgumentParser(prog="s3tok resolve-model", description=__doc__)
     p.add_argument("--model", required=True, help="official name, path, or 'demo'")
     p.add_argument("--demo_dir", default="exp/models", help="where the demo model is written")
     p.add_argument("--check_only", action="store_true", help="check, print nothing, download nothing")

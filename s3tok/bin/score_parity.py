@@ -19,7 +19,7 @@ logger = logging.getLogger("s3tok.score_parity")
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m s3tok.bin.score_parity", description=__doc__)
+    p = argparse.ArgumentParser(prog="s3tok score-parity", description=__doc__)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data_dir", help="the data dir that was tokenized (audio: wav.scp + segments)")
     src.add_argument("--wav_scp")

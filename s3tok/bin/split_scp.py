@@ -26,7 +26,7 @@ logger = logging.getLogger("s3tok.split_scp")
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m s3tok.bin.split_scp", description=__doc__,
+    p = argparse.ArgumentParser(prog="s3tok split-scp", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--num_pieces", "--num-pieces", type=int, default=None, metavar="N",
                    help="split into min(N, lines) pieces under OUT_DIR/J/ and print that number")
