@@ -131,7 +131,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
-    from s3tok.logging_setup import setup_logging
+    from s3tok.util.logging_setup import setup_logging
 
     setup_logging()
     if args.ddp:

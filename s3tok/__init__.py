@@ -6,12 +6,12 @@ without loading torch.
 from importlib import import_module
 from typing import Any
 
-from .version import __version__
+from s3tok.version import __version__
 
 _EXPORTS = {
     "available_models": ".api", "load_model": ".api",
-    "AudioError": ".audio", "load_audio": ".audio", "log_mel_spectrogram": ".audio", "padding": ".audio",
-    "S3Config": ".model", "S3Tokenizer": ".model", "keep_freed_memory": ".cpu_memory",
+    "AudioError": ".data.audio", "load_audio": ".data.audio", "log_mel_spectrogram": ".data.audio", "padding": ".data.audio",
+    "S3Config": ".model", "S3Tokenizer": ".model", "keep_freed_memory": ".util.cpu_memory",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

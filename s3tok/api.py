@@ -9,9 +9,9 @@ from typing import List, Tuple, Union
 
 import torch
 
-from . import hub
-from .model import MODEL_NAMES, S3Config, S3Tokenizer
-from .onnx_import import read_onnx
+from s3tok.modelfiles import hub
+from s3tok.model import MODEL_NAMES, S3Config, S3Tokenizer
+from s3tok.modelfiles.onnx_import import read_onnx
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def check_precision_runs(model: S3Tokenizer) -> None:
 
 
 def _provenance(imported, sha: str) -> dict:
-    from .version import __version__
+    from s3tok.version import __version__
 
     return {"onnx_sha256": sha, "source": str(imported.path), "version": imported.config.version,
             "random_init": bool(getattr(imported, "random_init", False)), "converted_by": f"s3tok {__version__}"}

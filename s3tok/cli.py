@@ -46,7 +46,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(_usage())
         return 0 if argv else 2
     if argv[0] == "--version":
-        from .version import __version__
+        from s3tok.version import __version__
 
         print(f"s3tok {__version__}")
         return 0

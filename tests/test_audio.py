@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from s3tok.audio import (AudioError, load_audio, log_mel_batch, log_mel_spectrogram, mel_filters_np,
+from s3tok.data.audio import (AudioError, load_audio, log_mel_batch, log_mel_spectrogram, mel_filters_np,
                          mel_frames, padding, read_audio, resample)
 
 FRONT_END_CLIPS = ("en_music_44k", "stereo_mix", "en_morning")
@@ -212,7 +212,7 @@ def test_too_short_for_mel():
 def test_chunked_log_mel_equals_one_whole_stft():
     """Long audio is turned into log-mel 30 s at a time; the result equals one STFT over the whole
     waveform bit for bit, also where a chunk boundary falls (here 2 boundaries, 72.5 s)."""
-    from s3tok.audio import HOP_LENGTH, MEL_CHUNK_FRAMES, N_FFT, _hann, _mel_filters, _power_spectrum
+    from s3tok.data.audio import HOP_LENGTH, MEL_CHUNK_FRAMES, N_FFT, _hann, _mel_filters, _power_spectrum
 
     torch.manual_seed(0)
     audio = torch.randn(int(72.5 * 16000)) * 0.1 * torch.sin(torch.arange(int(72.5 * 16000)) / 3000.0)
@@ -226,7 +226,7 @@ def test_chunked_log_mel_equals_one_whole_stft():
 
 def test_cpu_power_spectrum_close_to_torch_stft():
     """The CPU FFT (pocketfft) and torch.stft agree to float32 rounding: same frames, window and bins."""
-    from s3tok.audio import HOP_LENGTH, N_FFT, _hann, _power_spectrum
+    from s3tok.data.audio import HOP_LENGTH, N_FFT, _hann, _power_spectrum
 
     torch.manual_seed(1)
     x = torch.randn(2, 16000)
@@ -238,7 +238,7 @@ def test_cpu_power_spectrum_close_to_torch_stft():
 
 FRONT_END_HASH = """
 import hashlib, sys, torch
-import s3tok.pipeline as P
+import s3tok.stages.pipeline as P
 from s3tok.api import load_model
 from s3tok.data.sources import select_source
 torch.set_num_threads(2)
@@ -277,7 +277,7 @@ def test_log_mel_is_the_same_in_every_process(ref, tmp_path):
 
 def _torch_built_kernel(orig: int, new: int) -> torch.Tensor:
     """The resampling kernel's formula in torch float64 ops, as torchaudio builds it."""
-    from s3tok.audio import LOWPASS_FILTER_WIDTH, ROLLOFF
+    from s3tok.data.audio import LOWPASS_FILTER_WIDTH, ROLLOFF
 
     base = min(orig, new) * ROLLOFF
     width = math.ceil(LOWPASS_FILTER_WIDTH * orig / base)
@@ -293,7 +293,7 @@ def _torch_built_kernel(orig: int, new: int) -> torch.Tensor:
 def test_resampling_kernel_equals_torch_built_one():
     """The numpy-built kernel has the bits of the same formula in torch on one thread (more threads can
     move the last bit of torch's, which is why it is no longer built that way)."""
-    from s3tok.audio import _sinc_kernel_cpu
+    from s3tok.data.audio import _sinc_kernel_cpu
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

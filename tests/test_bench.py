@@ -85,7 +85,7 @@ def test_frame_count_measures_padding(ref):
     import torch
 
     import s3tok
-    from s3tok.audio import padding
+    from s3tok.data.audio import padding
     from s3tok.model.tokenizer import FrameCount
 
     model = s3tok.load_model(ref / "models" / "speech_tokenizer_v2_25hz.onnx")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import s3tok
-from s3tok import hub
+from s3tok.modelfiles import hub
 from s3tok.bin import convert as convert_bin
 from httpserver import LocalServer
 
@@ -112,7 +112,7 @@ def test_graph_naming_a_far_block_is_refused_before_building_it(ref, tmp_path):
     crafted = tmp_path / "crafted.onnx"
     onnx.save(proto, str(crafted))
     code = ("import resource, s3tok\n"
-            "from s3tok.onnx_import import OnnxImportError, read_onnx\n"
+            "from s3tok.modelfiles.onnx_import import OnnxImportError, read_onnx\n"
             "try:\n    read_onnx(%r)\nexcept OnnxImportError as e:\n    print('refused:', e)\n"
             "print('maxrss_mb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n" % str(crafted))
     t0 = time.time()
@@ -128,7 +128,7 @@ def test_parallel_first_downloads_share_one_fetch(ref, tmp_path):
     data = (ref / "models" / "speech_tokenizer_v1_25hz.onnx").read_bytes()
     server = LocalServer({"/m.onnx": data})
     try:
-        code = ("import hashlib, sys\nfrom s3tok import hub\n"
+        code = ("import hashlib, sys\nfrom s3tok.modelfiles import hub\n"
                 "hub.REGISTRY['fake'] = hub.OfficialModel('fake', 'speech_tokenizer_v1.onnx', %r, (%r,))\n"
                 "p = hub.download_model('fake', progress=False)\nprint(p)\n"
                 % (hashlib.sha256(data).hexdigest(), server.url + "/m.onnx"))
@@ -172,7 +172,7 @@ def _tamper(path: Path, **fields) -> None:
 
 
 def test_external_data_model_loads_and_gives_the_same_weights(ref, tmp_path):
-    from s3tok.onnx_import import read_onnx
+    from s3tok.modelfiles.onnx_import import read_onnx
 
     a = read_onnx(ref / "models" / "speech_tokenizer_v2_25hz.onnx").state_dict
     b = read_onnx(_external_copy(ref, tmp_path)).state_dict
@@ -181,7 +181,7 @@ def test_external_data_model_loads_and_gives_the_same_weights(ref, tmp_path):
 
 @pytest.mark.parametrize("how", ["parent", "absolute", "symlink", "too long", "past the end"])
 def test_external_data_cannot_escape_or_overread(ref, tmp_path, how):
-    from s3tok.onnx_import import OnnxImportError, read_onnx
+    from s3tok.modelfiles.onnx_import import OnnxImportError, read_onnx
 
     path = _external_copy(ref, tmp_path)
     secret = tmp_path / "secret.bin"

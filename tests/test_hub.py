@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import s3tok
-from s3tok import hub
+from s3tok.modelfiles import hub
 from s3tok.bin import convert as convert_bin
 from s3tok.bin import download as download_bin
 from httpserver import LocalServer

@@ -9,7 +9,7 @@ import sys
 
 CHILD = r"""
 import threading, torch
-from s3tok.ieee_fp32 import _switches, ieee_fp32
+from s3tok.model.ieee_fp32 import _switches, ieee_fp32
 
 def state():
     return [getattr(obj, name) for obj, name, _ in _switches()]

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from s3tok.audio import AudioError, load_audio, read_audio, resample
+from s3tok.data.audio import AudioError, load_audio, read_audio, resample
 from s3tok.bin import fix_data_dir as fix_bin
 from s3tok.bin import validate_data_dir as validate_bin
 from s3tok.data import WavEntry

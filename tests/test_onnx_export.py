@@ -15,8 +15,8 @@ import s3tok
 from conftest import MODEL_NAMES
 from s3tok.model import S3Config, S3Tokenizer
 from s3tok.bin.export_onnx import get_parser, main
-from s3tok.onnx_export import OPSETS, OnnxExportError, build_onnx, export_onnx, random_model
-from s3tok.onnx_import import read_onnx
+from s3tok.modelfiles.onnx_export import OPSETS, OnnxExportError, build_onnx, export_onnx, random_model
+from s3tok.modelfiles.onnx_import import read_onnx
 
 ort = pytest.importorskip("onnxruntime")
 

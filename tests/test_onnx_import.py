@@ -10,7 +10,7 @@ import numpy as np
 
 import s3tok
 from conftest import MODEL_NAMES
-from s3tok.onnx_import import OnnxImportError, read_onnx
+from s3tok.modelfiles.onnx_import import OnnxImportError, read_onnx
 
 EXPECTED = {
     "speech_tokenizer_v1": dict(conv1_stride=1, quantizer="vq", positional="table", fsmn=False, depth=2),

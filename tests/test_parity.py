@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from s3tok.bin import score_parity
-from s3tok.parity import compare, sample_keys, summarize
+from s3tok.checks.parity import compare, sample_keys, summarize
 
 
 @pytest.fixture()

@@ -14,7 +14,7 @@ import s3tok
 from s3tok.api import PrecisionUnsupported
 from s3tok.bin import tokenize as tokenize_cli
 from s3tok.model.tokenizer import S3Tokenizer
-from s3tok.pipeline import ModelFault, run_tokenize
+from s3tok.stages.pipeline import ModelFault, run_tokenize
 
 # oneDNN and ATen limited to AVX2, as on an AMD EPYC without AVX-512: oneDNN then has no bf16 inner product.
 AVX2_ONLY = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
@@ -22,7 +22,7 @@ AVX2_ONLY = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 CHILD = r"""
 import json, sys, torch
 import s3tok, s3tok.model.encoder as enc
-from s3tok.audio import padding
+from s3tok.data.audio import padding
 model_path, wavs = sys.argv[1], sys.argv[2:]
 mels = [s3tok.log_mel_spectrogram(s3tok.load_audio(w)) for w in wavs]
 out = {"fused": sorted(str(d) for d in enc.ONEDNN_LINEAR)}

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import MODEL_NAMES, load_expected, set_mels, set_models
-from s3tok.audio import padding
+from s3tok.data.audio import padding
 
 MAX_NEAR_TIE_FLIPS = 2  # per model and mode, as the reference README allows
 
@@ -97,7 +97,7 @@ def test_tokenize_batching_policy_never_changes_tokens(batch_size, max_frames, r
     """The length-sorted, frame-budget batches of ``s3tok tokenize`` (decode, mel, windows of the long clips
     packed with short items) give the expected tokens whatever the batch size and budget."""
     from s3tok.data import read_wav_scp
-    from s3tok.pipeline import run_tokenize
+    from s3tok.stages.pipeline import run_tokenize
 
     entries = read_wav_scp(ref / "wav.scp")
     name = "speech_tokenizer_v3_25hz"

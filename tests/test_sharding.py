@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from s3tok.sharding import shard_by_weight
+from s3tok.stages.sharding import shard_by_weight
 
 
 @pytest.mark.parametrize("seed", range(20))

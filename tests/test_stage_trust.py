@@ -11,8 +11,8 @@ import torch
 from s3tok.bin import compute_mel as compute_mel_cli
 from s3tok.bin import tokenize as tokenize_cli
 from s3tok.data.sources import from_wav_scp
-from s3tok.merge import merge_jobs, write_consistent_dir
-from s3tok.tokenize_job import JobFiles
+from s3tok.stages.merge import merge_jobs, write_consistent_dir
+from s3tok.stages.tokenize_job import JobFiles
 
 CLIPS = (("a", "en_yes.wav"), ("b", "cmn_rain_f32.wav"), ("c", "en_morning.wav"), ("d", "stereo_mix.wav"))
 
@@ -49,7 +49,7 @@ def test_resume_redoes_keys_whose_input_changed(ref, tmp_path, caplog):
     done_tokens = (out / "tokens.txt").read_text().splitlines()
     # as after a kill: the journal holds every key, no marker, no final files
     fp = {}
-    from s3tok.tokenize_job import input_fingerprint
+    from s3tok.stages.tokenize_job import input_fingerprint
 
     for u in from_wav_scp(scp):
         fp[u.key] = input_fingerprint(u)
@@ -74,7 +74,7 @@ def test_merge_publishes_all_or_nothing(ref, tmp_path, monkeypatch):
     before = {p.name: p.read_bytes() for p in dest.iterdir() if p.is_file()}
     # a second merge, of tokens made in bf16 (another tokenizer.json), interrupted while writing its last output
     assert _tokenize(scp, ref, out, "--dtype", "bfloat16") == 0
-    import s3tok.merge as merge
+    import s3tok.stages.merge as merge
 
     def interrupted(obj, path):
         raise KeyboardInterrupt

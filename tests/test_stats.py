@@ -11,7 +11,7 @@ from s3tok import cli
 from s3tok.bin import stats as stats_bin
 from s3tok.data.ark import write_int32_vectors
 from s3tok.model.config import MODEL_NAMES, official_config
-from s3tok.stats import (Thresholds, expected_num_tokens, load_set, read_token_table, summary_lines,
+from s3tok.checks.stats import (Thresholds, expected_num_tokens, load_set, read_token_table, summary_lines,
                          token_stats)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -231,7 +231,7 @@ def test_cli_model_sources(tmp_path):
 
 def test_plots_are_png(tmp_path):
     pytest.importorskip("matplotlib")
-    from s3tok.stats_plots import FILES, write_plots
+    from s3tok.checks.stats_plots import FILES, write_plots
 
     tokens, frames = make_set()
     paths = write_plots(tokens, K, RATE, tmp_path / "plots", frames=frames, title="synthetic")
@@ -259,7 +259,7 @@ def test_reference_tokens_pass_the_rate_check(ref, tmp_path):
     """Reference clips tokenized with the (random-weight) reference v2 model: counts match the frames; the only
     model warning is that its weights are random."""
     import s3tok
-    from s3tok.audio import mel_frames
+    from s3tok.data.audio import mel_frames
 
     out = tmp_path / "tok"
     assert cli.main(["tokenize", "--wav_dir", str(ref / "audio"), "--model",

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from s3tok.journal import LineJournal
+from s3tok.stages.journal import LineJournal
 
 MODEL = "speech_tokenizer_v1"
 
@@ -105,7 +105,7 @@ def test_skipped_keys_keep_the_batches_of_an_uninterrupted_run(ref):
 
     from s3tok.api import load_model
     from s3tok.data.sources import select_source
-    from s3tok.pipeline import run_tokenize
+    from s3tok.stages.pipeline import run_tokenize
 
     model = load_model(str(ref / "models" / f"{MODEL}.onnx"), device=torch.device("cpu"), dtype=torch.float32)
     utts = select_source(wav_scp=str(ref / "wav.scp"))

@@ -80,9 +80,9 @@ def _entries(args):
 
 
 def _ort_engine(args, threads):
-    from s3tok.parity import onnx_tokens, ort_session
-    from s3tok.pipeline import featurize
-    from s3tok.onnx_import import read_onnx
+    from s3tok.checks.parity import onnx_tokens, ort_session
+    from s3tok.stages.pipeline import featurize
+    from s3tok.modelfiles.onnx_import import read_onnx
 
     config = read_onnx(args.model).config
     sess = ort_session(args.model, threads)
@@ -96,7 +96,7 @@ def _ort_engine(args, threads):
 def _s3tok_engine(args, dtype):
     import s3tok
     from s3tok.model.tokenizer import FrameCount
-    from s3tok.pipeline import run_tokenize
+    from s3tok.stages.pipeline import run_tokenize
 
     device = torch.device(args.device)
     if device.type == "cpu":
@@ -117,7 +117,7 @@ def _s3tok_engine(args, dtype):
 def _s3tokenizer_engine(args, batch):
     """The public package, loaded through its own converter from the same ONNX file."""
     import s3tokenizer  # noqa: F401 - optional; ImportError means the row is skipped
-    from s3tok.pipeline import featurize
+    from s3tok.stages.pipeline import featurize
 
     model = s3tokenizer.load_model(args.model)
 
@@ -359,7 +359,7 @@ def measure_gpu_peak(device: torch.device) -> Dict[str, float]:
 
 
 def miss_rate(got: Dict[str, List[int]], ref: Dict[str, List[int]]) -> float:
-    from s3tok.parity import compare
+    from s3tok.checks.parity import compare
 
     total = sum(len(v) for v in ref.values())
     bad = sum(compare(got.get(k, []), v, k, False).mismatches for k, v in ref.items())
@@ -408,7 +408,7 @@ def speed_by_round(by_round: Dict[str, List[Dict[str, object]]], name: str,
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
-    from s3tok.logging_setup import setup_logging
+    from s3tok.util.logging_setup import setup_logging
 
     setup_logging()
     if args.engine:
@@ -416,10 +416,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with open(args.result, "w") as f:
             json.dump(result, f)
         return 0
-    from s3tok.audio import mel_frames
+    from s3tok.data.audio import mel_frames
     from s3tok.model.flops import utterance_flops
-    from s3tok.onnx_import import read_onnx
-    from s3tok.pipeline import load_waveform
+    from s3tok.modelfiles.onnx_import import read_onnx
+    from s3tok.stages.pipeline import load_waveform
     from s3tok.data.sources import Utterance
 
     config = read_onnx(args.model).config

@@ -130,7 +130,7 @@ def table(results: List[Dict[str, object]], peak: float, name: str) -> List[str]
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
-    from s3tok.logging_setup import setup_logging
+    from s3tok.util.logging_setup import setup_logging
 
     setup_logging()
     torch.set_num_threads(args.threads)

@@ -119,7 +119,7 @@ def detail(run: Dict[str, object]) -> List[str]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
-    from s3tok.logging_setup import setup_logging
+    from s3tok.util.logging_setup import setup_logging
 
     setup_logging()
     runs = []
@@ -141,7 +141,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         out += ["", f"`{run['info']['command']}`", ""] + detail(run)
     text = "\n".join(out) + "\n"
     if args.out:
-        from s3tok.fsutil import atomic_write_text
+        from s3tok.util.fsutil import atomic_write_text
 
         atomic_write_text(args.out, text)
     else:

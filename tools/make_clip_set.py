@@ -48,10 +48,10 @@ def cut_lengths(total: int, low: int, high: int, seed: int) -> list:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
-    from s3tok.logging_setup import setup_logging
+    from s3tok.util.logging_setup import setup_logging
 
     setup_logging()
-    from s3tok.audio import SAMPLE_RATE
+    from s3tok.data.audio import SAMPLE_RATE
 
     if not 0 < args.min_seconds <= args.max_seconds or args.minutes <= 0:
         logger.error("need 0 < --min_seconds <= --max_seconds and --minutes > 0")

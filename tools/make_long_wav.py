@@ -30,7 +30,7 @@ def get_parser() -> argparse.ArgumentParser:
 def speech_stream(audio_dir: str, seconds: float) -> Optional[np.ndarray]:
     """``seconds`` of 16 kHz speech: the clips of ``audio_dir`` (sorted, s3tok's front end) each followed by
     0.3 s of silence, repeated until long enough, clipped to [-1, 1]; None (logged) if there is no audio."""
-    from s3tok.audio import SAMPLE_RATE, load_audio
+    from s3tok.data.audio import SAMPLE_RATE, load_audio
     from s3tok.data import scan_audio_dir
 
     try:
@@ -58,8 +58,8 @@ def write_pcm16(path: str, audio: np.ndarray) -> None:
 
     import soundfile as sf
 
-    from s3tok.audio import SAMPLE_RATE
-    from s3tok.fsutil import atomic_write_bytes
+    from s3tok.data.audio import SAMPLE_RATE
+    from s3tok.util.fsutil import atomic_write_bytes
 
     buf = io.BytesIO()
     sf.write(buf, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
@@ -68,10 +68,10 @@ def write_pcm16(path: str, audio: np.ndarray) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
-    from s3tok.logging_setup import setup_logging
+    from s3tok.util.logging_setup import setup_logging
 
     setup_logging()
-    from s3tok.audio import SAMPLE_RATE
+    from s3tok.data.audio import SAMPLE_RATE
 
     if args.minutes <= 0:
         logger.error("--minutes %s is not positive", args.minutes)

@@ -21,7 +21,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 import soundfile as sf
 
-from s3tok.audio import read_audio, resample
+from s3tok.data.audio import read_audio, resample
 
 logger = logging.getLogger("make_mini_corpus")
 
@@ -81,7 +81,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
-    from s3tok.logging_setup import setup_logging
+    from s3tok.util.logging_setup import setup_logging
 
     setup_logging()
     lines = make(Path(args.out))

@@ -7,7 +7,7 @@ and the tokens onnxruntime gives for every (model, clip) pair at batch 1.
 The layout is that of ``../shared/reference`` (made by an independent implementation, and absent from a
 user's clone), so a test runs on either set unchanged:
 
-  models/<name>.onnx              written by ``s3tok.onnx_export`` (official node/initializer layout, opset)
+  models/<name>.onnx              written by ``s3tok.modelfiles.onnx_export`` (official node/initializer layout, opset)
   audio/, wav.scp                 17 clips with the same keys, rates, channels, formats and lengths as the
                                   shared set's (the keys name those properties; the speech is egs/mini's
                                   espeak-ng corpus cut and converted, not the shared recordings)
@@ -82,7 +82,7 @@ def make_audio(out: Path, rng: np.random.Generator) -> List[Tuple[str, str]]:
     """Write the clips into ``out/audio``; returns ``[(key, relative path)]`` sorted by key."""
     import torch
 
-    from s3tok.audio import resample
+    from s3tok.data.audio import resample
 
     stream = speech_stream()
     (out / "audio").mkdir(parents=True, exist_ok=True)
@@ -102,7 +102,7 @@ def make_audio(out: Path, rng: np.random.Generator) -> List[Tuple[str, str]]:
 
 
 def make_models(out: Path, seed: int) -> Dict[str, Path]:
-    from s3tok.onnx_export import export_onnx, random_model
+    from s3tok.modelfiles.onnx_export import export_onnx, random_model
 
     (out / "models").mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -147,7 +147,7 @@ def expected_tokens(model_path: Path, mels: Dict[str, "object"]) -> Tuple[dict, 
     parity check does; returns ``({utt: tokens}, {utt: [[position, margin], ...]})`` where the near-ties
     are the tokens whose decision margin is under :data:`NEAR_TIE`."""
     from s3tok.model.windows import merge_segments, plan_segments
-    from s3tok.onnx_import import read_onnx
+    from s3tok.modelfiles.onnx_import import read_onnx
 
     config = read_onnx(model_path).config
     session, decision = _session_with_decision(model_path)
@@ -169,7 +169,7 @@ def expected_tokens(model_path: Path, mels: Dict[str, "object"]) -> Tuple[dict, 
 
 def make_test_set(out: Path, seed: int = 0) -> Path:
     """Write the whole set into ``out`` (created; existing files of the set are overwritten)."""
-    from s3tok.audio import load_audio, log_mel_spectrogram
+    from s3tok.data.audio import load_audio, log_mel_spectrogram
 
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -205,7 +205,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
-    from s3tok.logging_setup import setup_logging
+    from s3tok.util.logging_setup import setup_logging
 
     setup_logging()
     make_test_set(Path(args.out_dir), args.seed)

@@ -10,12 +10,12 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from ..data.sources import select_source
-from .. import exit_codes
-from ..audio import MAX_DURATION, set_max_duration
-from ..logging_setup import setup_logging
-from ..mel_job import run_mel_job
-from ..sharding import job_shard
+from s3tok.data.sources import select_source
+from s3tok import exit_codes
+from s3tok.data.audio import MAX_DURATION, set_max_duration
+from s3tok.util.logging_setup import setup_logging
+from s3tok.stages.mel_job import run_mel_job
+from s3tok.stages.sharding import job_shard
 
 logger = logging.getLogger("s3tok.compute_mel")
 

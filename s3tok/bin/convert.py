@@ -7,9 +7,9 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from ..api import convert
-from ..logging_setup import setup_logging
-from ..onnx_import import OnnxImportError
+from s3tok.api import convert
+from s3tok.util.logging_setup import setup_logging
+from s3tok.modelfiles.onnx_import import OnnxImportError
 
 logger = logging.getLogger("s3tok.convert")
 

@@ -11,8 +11,8 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from .. import hub
-from ..logging_setup import setup_logging
+from s3tok.modelfiles import hub
+from s3tok.util.logging_setup import setup_logging
 
 logger = logging.getLogger("s3tok.download")
 

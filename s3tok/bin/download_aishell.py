@@ -6,9 +6,9 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from ..corpora import aishell
-from ..fetch import DownloadError
-from ..logging_setup import setup_logging
+from s3tok.corpora import aishell
+from s3tok.modelfiles.fetch import DownloadError
+from s3tok.util.logging_setup import setup_logging
 
 logger = logging.getLogger("s3tok.download_aishell")
 

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..logging_setup import setup_logging
-from ..model.config import MODEL_NAMES
+from s3tok.util.logging_setup import setup_logging
+from s3tok.model.config import MODEL_NAMES
 
 logger = logging.getLogger("s3tok.export_onnx")
 
@@ -65,14 +65,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.version or any(v is not None for v in sizes.values()):
             parser.error("--version/--width/--heads/--depth only go with --random-init")
         source, output = args.args
-    from ..onnx_export import export_onnx, random_model
+    from s3tok.modelfiles.onnx_export import export_onnx, random_model
 
     start = time.perf_counter()
     try:
         if source is None:
             model = random_model(args.version, seed=args.seed, **sizes)
         else:
-            from ..api import load_model
+            from s3tok.api import load_model
 
             model = load_model(source)
         export_onnx(model, output, random_init=args.random_init or bool(getattr(model, "random_init", False)),

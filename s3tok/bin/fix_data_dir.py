@@ -9,8 +9,8 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from ..data.kaldi_dir import fix_data_dir
-from ..logging_setup import setup_logging
+from s3tok.data.kaldi_dir import fix_data_dir
+from s3tok.util.logging_setup import setup_logging
 
 logger = logging.getLogger("s3tok.fix_data_dir")
 

@@ -10,8 +10,8 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from ..data import scan_audio_dir, write_wav_scp
-from ..logging_setup import setup_logging
+from s3tok.data import scan_audio_dir, write_wav_scp
+from s3tok.util.logging_setup import setup_logging
 
 logger = logging.getLogger("s3tok.make_wav_scp")
 

@@ -8,10 +8,10 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from ..data.sources import keys_of, select_source
-from .. import exit_codes
-from ..logging_setup import setup_logging
-from ..merge import MergeError, merge_jobs, write_consistent_dir
+from s3tok.data.sources import keys_of, select_source
+from s3tok import exit_codes
+from s3tok.util.logging_setup import setup_logging
+from s3tok.stages.merge import MergeError, merge_jobs, write_consistent_dir
 
 logger = logging.getLogger("s3tok.merge_tokens")
 

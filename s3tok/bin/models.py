@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from ..model.config import MODEL_NAMES, official_config
+from s3tok.model.config import MODEL_NAMES, official_config
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -7,8 +7,8 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from ..corpora import aishell
-from ..logging_setup import setup_logging
+from s3tok.corpora import aishell
+from s3tok.util.logging_setup import setup_logging
 
 logger = logging.getLogger("s3tok.prepare_aishell")
 

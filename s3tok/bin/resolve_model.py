@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..fetch import DownloadError
-from ..hub import REGISTRY, download_model
-from ..logging_setup import setup_logging
+from s3tok.modelfiles.fetch import DownloadError
+from s3tok.modelfiles.hub import REGISTRY, download_model
+from s3tok.util.logging_setup import setup_logging
 
 logger = logging.getLogger("s3tok.resolve_model")
 
@@ -26,7 +26,7 @@ def demo_model(demo_dir: Path) -> Path:
     """The demo model's path, writing it first if needed (atomic, so concurrent jobs are safe)."""
     path = demo_dir / f"demo_{DEMO['version']}_w{DEMO['width']}_d{DEMO['depth']}.onnx"
     if not path.is_file():
-        from ..onnx_export import export_onnx, random_model
+        from s3tok.modelfiles.onnx_export import export_onnx, random_model
 
         model = random_model(DEMO["version"], width=DEMO["width"], heads=DEMO["heads"], depth=DEMO["depth"],
                              seed=DEMO["seed"])

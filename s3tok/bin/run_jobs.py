@@ -14,12 +14,12 @@ import logging
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple, Type
 
-from ..jobs.backend import Backend, JobOptions
-from ..jobs.local import LocalBackend
-from ..jobs.report import run_and_report
-from ..jobs.slurm import SlurmBackend
-from ..jobs.spec import JobsError, JobSpec, parse_range
-from ..logging_setup import setup_logging
+from s3tok.jobs.backend import Backend, JobOptions
+from s3tok.jobs.local import LocalBackend
+from s3tok.jobs.report import run_and_report
+from s3tok.jobs.slurm import SlurmBackend
+from s3tok.jobs.spec import JobsError, JobSpec, parse_range
+from s3tok.util.logging_setup import setup_logging
 
 logger = logging.getLogger("s3tok.run_jobs")
 

@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from ..data.sources import select_source
-from ..fsutil import atomic_write_text
-from ..logging_setup import setup_logging
+from s3tok.data.sources import select_source
+from s3tok.util.fsutil import atomic_write_text
+from s3tok.util.logging_setup import setup_logging
 
 logger = logging.getLogger("s3tok.score_parity")
 
@@ -50,10 +50,10 @@ def read_tokens(path: Path) -> Dict[str, List[int]]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logging()
-    from ..hub import resolve_onnx
-    from ..onnx_import import OnnxImportError, read_onnx
-    from ..parity import ParityUnavailable, format_table, ort_session, sample_keys, score, summarize
-    from ..pipeline import featurize
+    from s3tok.modelfiles.hub import resolve_onnx
+    from s3tok.modelfiles.onnx_import import OnnxImportError, read_onnx
+    from s3tok.checks.parity import ParityUnavailable, format_table, ort_session, sample_keys, score, summarize
+    from s3tok.stages.pipeline import featurize
 
     try:
         ours = read_tokens(Path(args.tokens))

@@ -19,8 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ..data.split import split_by_weight, split_contiguous
-from ..logging_setup import setup_logging
+from s3tok.data.split import split_by_weight, split_contiguous
+from s3tok.util.logging_setup import setup_logging
 
 logger = logging.getLogger("s3tok.split_scp")
 

@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..fsutil import atomic_write_text
-from ..logging_setup import setup_logging
-from ..stats import Thresholds, TokenSet, load_set, read_utt2num_frames, summary_lines, token_stats
+from s3tok.util.fsutil import atomic_write_text
+from s3tok.util.logging_setup import setup_logging
+from s3tok.checks.stats import Thresholds, TokenSet, load_set, read_utt2num_frames, summary_lines, token_stats
 
-logger = logging.getLogger("s3tok.stats")
+logger = logging.getLogger("s3tok.checks.stats")
 
 #: ``(source name, token rate, codebook size, model name or None)``
 ModelInfo = Tuple[str, float, int, Optional[str]]
@@ -54,13 +54,13 @@ def get_parser() -> argparse.ArgumentParser:
 
 def model_info(model: str) -> ModelInfo:
     """Rate, codebook size and version of ``--model``: an official name, an .onnx file or a converted folder."""
-    from ..model.config import MODEL_NAMES, S3Config, official_config
+    from s3tok.model.config import MODEL_NAMES, S3Config, official_config
 
     path = Path(model)
     if model in MODEL_NAMES:
         cfg = official_config(model)
     elif path.is_file() and path.suffix == ".onnx":
-        from ..onnx_import import read_onnx
+        from s3tok.modelfiles.onnx_import import read_onnx
 
         cfg = read_onnx(path).config
     elif (path / "config.json").is_file():
@@ -104,7 +104,7 @@ def _describe(info: ModelInfo) -> str:
 
 
 def _load(args: argparse.Namespace) -> TokenSet:
-    from ..data.kaldi_dir import read_utt2dur
+    from s3tok.data.kaldi_dir import read_utt2dur
     ts = load_set(args.input)
     if args.utt2num_frames:
         ts.frames, ts.durations, ts.durations_path = (read_utt2num_frames(args.utt2num_frames),
@@ -151,7 +151,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _plots(ts: TokenSet, k: int, rate: float, out_dir: Path, stats: Dict[str, Any]) -> None:
     try:
-        from ..stats_plots import write_plots
+        from s3tok.checks.stats_plots import write_plots
 
         title = f"{ts.path}: {stats['model'] + ', ' if stats.get('model') else ''}{rate:g} Hz, {k} codes"
         write_plots(ts.tokens, k, rate, out_dir, ts.durations, ts.frames, title=title, stats=stats)

@@ -19,15 +19,15 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..api import PRECISIONS, load_model
-from ..cpu_memory import keep_freed_memory
-from ..data.sources import select_source
-from .. import exit_codes
-from ..audio import MAX_DURATION, set_max_duration
-from ..logging_setup import setup_logging
-from ..pipeline import ModelFault
-from ..sharding import distributed_job, job_shard, num_frames_file_for
-from ..tokenize_job import JobFiles, run_job
+from s3tok.api import PRECISIONS, load_model
+from s3tok.util.cpu_memory import keep_freed_memory
+from s3tok.data.sources import select_source
+from s3tok import exit_codes
+from s3tok.data.audio import MAX_DURATION, set_max_duration
+from s3tok.util.logging_setup import setup_logging
+from s3tok.stages.pipeline import ModelFault
+from s3tok.stages.sharding import distributed_job, job_shard, num_frames_file_for
+from s3tok.stages.tokenize_job import JobFiles, run_job
 
 logger = logging.getLogger("s3tok.tokenize")
 

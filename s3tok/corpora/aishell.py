@@ -13,8 +13,8 @@ import tarfile
 from pathlib import Path
 from typing import Dict, List, Sequence, Union
 
-from ..fetch import fetch_verified
-from ..fsutil import atomic_write_lines, atomic_write_text
+from s3tok.modelfiles.fetch import fetch_verified
+from s3tok.util.fsutil import atomic_write_lines, atomic_write_text
 
 logger = logging.getLogger(__name__)
 

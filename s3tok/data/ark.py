@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, Uni
 
 import numpy as np
 
-from ..fsutil import temp_beside
+from s3tok.util.fsutil import temp_beside
 
 logger = logging.getLogger(__name__)
 

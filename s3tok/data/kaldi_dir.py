@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
-from ..fsutil import atomic_write_bytes
-from .lines import SPLIT as _SPLIT, Line, raw_lines as _raw_lines, read_lines, split_line  # noqa: F401 - re-exported
-from .wav_scp import WavEntry, read_wav_scp
+from s3tok.util.fsutil import atomic_write_bytes
+from s3tok.data.lines import SPLIT as _SPLIT, Line, raw_lines as _raw_lines, read_lines, split_line  # noqa: F401 - re-exported
+from s3tok.data.wav_scp import WavEntry, read_wav_scp
 
 logger = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from typing import BinaryIO, Optional, Tuple, Union
 import soundfile as sf
 import torch
 
-from ..audio import SAMPLE_RATE, AudioError, check_span, read_audio, to_mono
-from .wav_scp import WavEntry, open_wav_entry
+from s3tok.data.audio import SAMPLE_RATE, AudioError, check_span, read_audio, to_mono
+from s3tok.data.wav_scp import WavEntry, open_wav_entry
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def _read_span_seeking(src: Union[str, BinaryIO], start: float, end: Optional[fl
 def read_segment(src: Union[str, BinaryIO], start: float = 0.0, end: Optional[float] = None,
                  max_overshoot: float = MAX_OVERSHOOT) -> Tuple[torch.Tensor, int]:
     """Samples ``[round(start * sr), round(end * sr))`` of ``src`` at its own rate: ``([channels, n], sr)``,
-    float32 scaled as :func:`s3tok.audio.read_audio` scales."""
+    float32 scaled as :func:`s3tok.data.audio.read_audio` scales."""
     span = _read_span_seeking(src, start, end, max_overshoot)
     if span is not None:
         return span

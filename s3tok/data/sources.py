@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
-from .kaldi_dir import iter_utterances
-from .lines import read_lines
-from .wav_scp import WavEntry, read_wav_scp, scan_audio_dir
+from s3tok.data.kaldi_dir import iter_utterances
+from s3tok.data.lines import read_lines
+from s3tok.data.wav_scp import WavEntry, read_wav_scp, scan_audio_dir
 
 PathLike = Union[str, os.PathLike]
 

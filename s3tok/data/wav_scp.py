@@ -36,7 +36,7 @@ class WavEntry:
 def read_wav_scp(path: Union[str, os.PathLike]) -> List[WavEntry]:
     """Parse a ``wav.scp`` (blank lines skipped); raise ``ValueError`` naming the file and line for invalid
     UTF-8, a line without a location, or a duplicate key."""
-    from .lines import read_lines
+    from s3tok.data.lines import read_lines
 
     return [WavEntry(ln.key, ln.value) for ln in read_lines(path, skip_blank=True, value_name="location")]
 
@@ -53,9 +53,9 @@ def open_wav_entry(entry: WavEntry, base_dir: Union[str, os.PathLike, None] = No
 
 
 def run_pipe(cmd: str, timeout: float = 600.0) -> BinaryIO:
-    """The standard output of a ``wav.scp`` pipe, read up to :func:`~s3tok.audio.max_pipe_bytes`: a pipe
+    """The standard output of a ``wav.scp`` pipe, read up to :func:`~s3tok.data.audio.max_pipe_bytes`: a pipe
     that writes more (``yes |``) or runs past ``timeout`` is killed and reported, naming the command."""
-    from ..audio import max_pipe_bytes
+    from s3tok.data.audio import max_pipe_bytes
 
     limit = max_pipe_bytes()
     timed_out = threading.Event()

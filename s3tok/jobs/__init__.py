@@ -2,10 +2,10 @@
 (:mod:`.spec`), a backend that runs jobs and returns their exit codes (:mod:`.backend`, :mod:`.local`,
 :mod:`.slurm`), and
 the shared rerun selection, failure count and exit status (:mod:`.report`)."""
-from .backend import Backend, JobOptions
-from .local import LocalBackend
-from .report import run_and_report
-from .spec import Job, JobSpec, JobsError, parse_range, succeeded
+from s3tok.jobs.backend import Backend, JobOptions
+from s3tok.jobs.local import LocalBackend
+from s3tok.jobs.report import run_and_report
+from s3tok.jobs.spec import Job, JobSpec, JobsError, parse_range, succeeded
 
 __all__ = ["Backend", "Job", "JobOptions", "JobSpec", "JobsError", "LocalBackend", "parse_range",
            "run_and_report", "succeeded"]

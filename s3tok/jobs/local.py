@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from itertools import takewhile
 from typing import Dict, List, Mapping, Optional, Sequence
 
-from .backend import Backend, JobOptions
-from .spec import Job, JobsError, append_footer, write_header
+from s3tok.jobs.backend import Backend, JobOptions
+from s3tok.jobs.spec import Job, JobsError, append_footer, write_header
 
 logger = logging.getLogger("s3tok.jobs.local")
 

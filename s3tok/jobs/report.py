@@ -9,8 +9,8 @@ import signal
 import sys
 from typing import Dict, List, Mapping, Optional, Sequence
 
-from .backend import Backend, stop_on_signals
-from .spec import JobSpec, log_tail, succeeded
+from s3tok.jobs.backend import Backend, stop_on_signals
+from s3tok.jobs.spec import JobSpec, log_tail, succeeded
 
 logger = logging.getLogger("s3tok.jobs.report")
 

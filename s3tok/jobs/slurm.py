@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set
 
-from .backend import Backend, JobOptions
-from .slurm_config import SlurmConfig
-from .spec import Job, JobsError, append_footer
+from s3tok.jobs.backend import Backend, JobOptions
+from s3tok.jobs.slurm_config import SlurmConfig
+from s3tok.jobs.spec import Job, JobsError, append_footer
 
 logger = logging.getLogger("s3tok.jobs.slurm")
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional
 
-from .spec import JobsError
+from s3tok.jobs.spec import JobsError
 
 logger = logging.getLogger("s3tok.jobs.slurm_config")
 

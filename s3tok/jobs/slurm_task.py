@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from .slurm import status_path
-from .spec import Job, append_footer, write_header
+from s3tok.jobs.slurm import status_path
+from s3tok.jobs.spec import Job, append_footer, write_header
 
 logger = logging.getLogger("s3tok.jobs.slurm_task")
 

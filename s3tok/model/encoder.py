@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import S3Config
+from s3tok.model.config import S3Config
 
 logger = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Dict
 
-from .config import S3Config
-from .windows import plan_segments
+from s3tok.model.config import S3Config
+from s3tok.model.windows import plan_segments
 
 
 def _conv_len(n: int, stride: int) -> int:

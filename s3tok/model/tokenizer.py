@@ -8,12 +8,12 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from .config import S3Config
-from .encoder import Encoder
-from .quantizers import FiniteScalarQuantizer, VectorQuantizer
-from .packing import pack_by_length
-from .windows import WINDOW, Segment, plan_segments
-from ..ieee_fp32 import ieee_fp32
+from s3tok.model.config import S3Config
+from s3tok.model.encoder import Encoder
+from s3tok.model.quantizers import FiniteScalarQuantizer, VectorQuantizer
+from s3tok.model.packing import pack_by_length
+from s3tok.model.windows import WINDOW, Segment, plan_segments
+from s3tok.model.ieee_fp32 import ieee_fp32
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class S3Tokenizer(nn.Module):
                           wav_lens: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """Tokens of 16 kHz waveforms: ``wavs [B, N]`` zero padded with ``wav_lens [B]`` samples, or a list
         of 1-D tensors. The log-mel is computed on the model's device; outputs are on the input's device."""
-        from ..audio import log_mel_batch  # the front end's mel only: no file I/O here
+        from s3tok.data.audio import log_mel_batch  # the front end's mel only: no file I/O here
 
         if torch.is_tensor(wavs):
             if wavs.dim() != 2:

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 
-from .fetch import DownloadError, fetch_verified, sha256_of  # noqa: F401 - DownloadError is API
-from .fsutil import atomic_write_text
+from s3tok.modelfiles.fetch import DownloadError, fetch_verified, sha256_of  # noqa: F401 - DownloadError is API
+from s3tok.util.fsutil import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -181,8 +181,8 @@ def read_converted(path: PathLike) -> Optional[Tuple[dict, Dict[str, "object"]]]
     format. Raises :class:`BadConverted` naming the file and the damage when it is there but unusable."""
     from safetensors.torch import load_file
 
-    from .model.config import S3Config
-    from .model.tokenizer import weight_problems
+    from s3tok.model.config import S3Config
+    from s3tok.model.tokenizer import weight_problems
 
     d = Path(path)
     cfg_path, weights = d / "config.json", d / "model.safetensors"

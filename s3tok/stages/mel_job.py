@@ -15,13 +15,13 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from tqdm import tqdm
 
-from .data.sources import Utterance
-from .data.ark import write_float_matrices
-from .fsutil import atomic_write_lines, remove_leftovers
-from .journal import clear_done, done_info, is_done, mark_done
-from .merge import MergeError, check_coverage, read_pairs
-from .pipeline import one_line, featurize
-from .tokenize_job import keys_digest
+from s3tok.data.sources import Utterance
+from s3tok.data.ark import write_float_matrices
+from s3tok.util.fsutil import atomic_write_lines, remove_leftovers
+from s3tok.stages.journal import clear_done, done_info, is_done, mark_done
+from s3tok.stages.merge import MergeError, check_coverage, read_pairs
+from s3tok.stages.pipeline import one_line, featurize
+from s3tok.stages.tokenize_job import keys_digest
 
 logger = logging.getLogger(__name__)
 

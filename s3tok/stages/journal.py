@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence, TextIO, Union
 
-from .fsutil import atomic_write_bytes, atomic_write_text
+from s3tok.util.fsutil import atomic_write_bytes, atomic_write_text
 
 logger = logging.getLogger(__name__)
 

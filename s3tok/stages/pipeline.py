@@ -11,13 +11,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .audio import load_audio, log_mel_spectrogram, padding
-from .data import WavEntry, open_wav_entry
-from .data.ark import read_float_matrix
-from .data.sources import Utterance
-from .model import S3Tokenizer
-from .model.tokenizer import default_max_frames
-from .model.packing import pack_by_length
+from s3tok.data.audio import load_audio, log_mel_spectrogram, padding
+from s3tok.data import WavEntry, open_wav_entry
+from s3tok.data.ark import read_float_matrix
+from s3tok.data.sources import Utterance
+from s3tok.model import S3Tokenizer
+from s3tok.model.tokenizer import default_max_frames
+from s3tok.model.packing import pack_by_length
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def one_line(e: BaseException) -> str:
 def load_waveform(utt: Utterance, base_dir=None) -> torch.Tensor:
     """16 kHz mono waveform of an utterance: a whole recording, or a segment of one."""
     if utt.segment:
-        from .data.segments import load_utterance_audio
+        from s3tok.data.segments import load_utterance_audio
 
         return load_utterance_audio(utt.recording, utt.start, utt.end, base_dir=base_dir, key=utt.key)
     return load_audio(open_wav_entry(utt.recording, base_dir), sr=SAMPLE_RATE)

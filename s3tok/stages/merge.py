@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from .fsutil import atomic_write_lines, publish, remove_leftovers
-from .journal import clear_done, is_done, mark_done
-from .tokenize_job import MAKER_FIELDS, STAGE, JobFiles
+from s3tok.util.fsutil import atomic_write_lines, publish, remove_leftovers
+from s3tok.stages.journal import clear_done, is_done, mark_done
+from s3tok.stages.tokenize_job import MAKER_FIELDS, STAGE, JobFiles
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def write_consistent_dir(data_dir: PathLike, merged: PathLike, out_dir: PathLike
     what CosyVoice's ``make_parquet_list.py`` needs (a key without a token costs it a whole shard).
     ``removed`` lists the keys left out with their reasons. Built aside and renamed into place; an existing
     ``out_dir`` is replaced only when an earlier call made it. Returns ``(kept, removed)``."""
-    from .data.kaldi_dir import fix_data_dir
+    from s3tok.data.kaldi_dir import fix_data_dir
 
     data_dir, merged, out = Path(data_dir), Path(merged), Path(out_dir)
     if out.exists() and not (out / CONSISTENT_MARK).is_file():

@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from .data.sources import Utterance
-from .data.split import split_by_weight
+from s3tok.data.sources import Utterance
+from s3tok.data.split import split_by_weight
 
 
 def shard_by_weight(items: Sequence, weights: Sequence[float], num_jobs: int, job: int) -> List:

@@ -1,7 +1,7 @@
 """Write an :class:`~s3tok.S3Tokenizer` as an ONNX graph in the official layout of its version.
 
 The graph is built node by node with ``onnx.helper`` (no ``torch.onnx``) and spells the model the way the
-official files do, so that :func:`s3tok.onnx_import.read_onnx` (and any converter keyed on the official
+official files do, so that :func:`s3tok.modelfiles.onnx_import.read_onnx` (and any converter keyed on the official
 names) reads it back: block weights named after the nodes that consume them and stored ``[in, out]``,
 decomposed LayerNorm (v1, v1_25hz, v3) or fused ``LayerNormalization`` (v2), the per-version names of the
 conv, positional-table, codebook and FSQ initializers, v3's biases as ``Constant`` nodes, and the opset of
@@ -14,7 +14,7 @@ are padding). Utterances over 30 s must be cut into windows outside the graph, a
 :func:`random_model` makes a model with random weights of an official configuration, e.g. to benchmark
 official-size graphs without the official files::
 
-    python -m s3tok.onnx_export --random-init --version speech_tokenizer_v2_25hz out.onnx
+    python -m s3tok.modelfiles.onnx_export --random-init --version speech_tokenizer_v2_25hz out.onnx
 """
 from __future__ import annotations
 
@@ -28,10 +28,10 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .model.config import MODEL_NAMES, S3Config, official_config
-from .model.encoder import rotary_table
-from .model.tokenizer import S3Tokenizer
-from .version import __version__
+from s3tok.model.config import MODEL_NAMES, S3Config, official_config
+from s3tok.model.encoder import rotary_table
+from s3tok.model.tokenizer import S3Tokenizer
+from s3tok.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -508,8 +508,8 @@ def random_model(name: str, *, width: Optional[int] = None, heads: Optional[int]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m s3tok.onnx_export`` is ``s3tok export-onnx``."""
-    from .bin.export_onnx import main as cli_main
+    """``python -m s3tok.modelfiles.onnx_export`` is ``s3tok export-onnx``."""
+    from s3tok.bin.export_onnx import main as cli_main
 
     return cli_main(argv)
 

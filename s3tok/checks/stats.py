@@ -5,7 +5,7 @@ per-utterance durations or mel frames when known) and returns a JSON-ready dict:
 (share of codes used, entropy, top codes), the measured token rate (with mel frames: the exact expected
 count of every utterance), suspicious utterances, and ``warnings``: one readable line per problem.
 :func:`read_token_table` reads ``tokens.scp`` or ``tokens.txt``; :func:`load_set` a whole data dir.
-Plots are in :mod:`s3tok.stats_plots`. Nothing here needs torch.
+Plots are in :mod:`s3tok.checks.stats_plots`. Nothing here needs torch.
 """
 from __future__ import annotations
 
@@ -280,7 +280,7 @@ def _read_tokens_txt(path: Path) -> Dict[str, np.ndarray]:
 
 
 def _read_tokens_scp(path: Path) -> Dict[str, np.ndarray]:
-    from .data.ark import read_int32_vectors
+    from s3tok.data.ark import read_int32_vectors
 
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if line.strip():
@@ -308,7 +308,7 @@ def read_token_table(path: PathLike) -> Dict[str, np.ndarray]:
 
 def read_utt2num_frames(path: PathLike) -> Dict[str, int]:
     """``utt2num_frames``: ``{utt: mel frames}`` (100 per second)."""
-    from .data.kaldi_dir import read_lines
+    from s3tok.data.kaldi_dir import read_lines
 
     out = {}
     for ln in read_lines(path):
@@ -379,7 +379,7 @@ def load_set(data_dir: PathLike) -> TokenSet:
     if frames_file.is_file():
         ts.frames, ts.durations_path = read_utt2num_frames(frames_file), frames_file
     elif dur_file.is_file():
-        from .data.kaldi_dir import read_utt2dur
+        from s3tok.data.kaldi_dir import read_utt2dur
 
         ts.durations, ts.durations_path = read_utt2dur(dur_file), dur_file
     logger.info("%s: %d utterances%s%s", token_file, len(ts.tokens),

@@ -15,8 +15,8 @@ from typing import Dict, List, Mapping, Sequence, Union
 import numpy as np
 import torch
 
-from .model.config import S3Config
-from .model.windows import WINDOW, merge_segments, plan_segments
+from s3tok.model.config import S3Config
+from s3tok.model.windows import WINDOW, merge_segments, plan_segments
 
 logger = logging.getLogger(__name__)
 

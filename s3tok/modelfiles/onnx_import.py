@@ -18,8 +18,8 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from .model.config import S3Config
-from .model.encoder import rotary_table
+from s3tok.model.config import S3Config
+from s3tok.model.encoder import rotary_table
 
 logger = logging.getLogger(__name__)
 
@@ -334,7 +334,7 @@ def read_onnx(path: PathLike) -> ImportedModel:
     except ValueError as e:
         raise OnnxImportError(f"{where}: inconsistent S3 tokenizer graph: {e}") from None
 
-    from .model.tokenizer import weight_problems
+    from s3tok.model.tokenizer import weight_problems
 
     problems = []
     if leftover:

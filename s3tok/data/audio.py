@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from .ieee_fp32 import ieee_fp32
+from s3tok.model.ieee_fp32 import ieee_fp32
 
 SAMPLE_RATE = 16000
 N_FFT = 400

@@ -25,12 +25,12 @@ from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 import torch
 
-from .data.sources import Utterance
-from .data.ark import write_int32_vectors
-from .fsutil import atomic_write_lines, atomic_write_text, remove_leftovers
-from .journal import LineJournal, clear_done, done_info, mark_done
-from .model import S3Tokenizer
-from .pipeline import RunStats, run_tokenize
+from s3tok.data.sources import Utterance
+from s3tok.data.ark import write_int32_vectors
+from s3tok.util.fsutil import atomic_write_lines, atomic_write_text, remove_leftovers
+from s3tok.stages.journal import LineJournal, clear_done, done_info, mark_done
+from s3tok.model import S3Tokenizer
+from s3tok.stages.pipeline import RunStats, run_tokenize
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class JobFiles:
 
 def provenance(model: S3Tokenizer) -> Dict[str, object]:
     """What made the tokens: enough to tell whether two token files are comparable."""
-    from .version import __version__
+    from s3tok.version import __version__
 
     cfg = model.config
     return {"model": cfg.version, "source": getattr(model, "source", ""),

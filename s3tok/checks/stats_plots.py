@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from .stats import code_counts, utterance_seconds
+from s3tok.checks.stats import code_counts, utterance_seconds
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Model files: official names and the download cache (hub, fetch), the ONNX importer and exporter."""

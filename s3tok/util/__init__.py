@@ -1,0 +1,1 @@
+"""Small utilities: atomic file writes (fsutil), logging set-up, the CPU malloc setting (cpu_memory)."""
