@@ -121,7 +121,7 @@ def test_damaged_journal_keeps_valid_lines_and_redoes_the_rest(ref, tmp_path, ba
 def _fingerprint_of(ref: Path, key: str) -> str:
     from s3tok.data.sources import Utterance
     from s3tok.data.wav_scp import WavEntry
-    from s3tok.stages.tokenize_job import input_fingerprint
+    from s3tok.stages.protocol import input_fingerprint
 
     return input_fingerprint(Utterance(key, recording=WavEntry(key, str(ref / "audio" / "en_yes.wav"))))
 

@@ -12,7 +12,6 @@ from s3tok.bin import compute_mel as compute_mel_cli
 from s3tok.bin import tokenize as tokenize_cli
 from s3tok.data.sources import from_wav_scp
 from s3tok.stages.merge import merge_jobs, write_consistent_dir
-from s3tok.stages.tokenize_job import JobFiles
 
 CLIPS = (("a", "en_yes.wav"), ("b", "cmn_rain_f32.wav"), ("c", "en_morning.wav"), ("d", "stereo_mix.wav"))
 
@@ -49,7 +48,7 @@ def test_resume_redoes_keys_whose_input_changed(ref, tmp_path, caplog):
     done_tokens = (out / "tokens.txt").read_text().splitlines()
     # as after a kill: the journal holds every key, no marker, no final files
     fp = {}
-    from s3tok.stages.tokenize_job import input_fingerprint
+    from s3tok.stages.protocol import input_fingerprint
 
     for u in from_wav_scp(scp):
         fp[u.key] = input_fingerprint(u)

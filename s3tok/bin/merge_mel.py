@@ -11,7 +11,7 @@ from s3tok.data.sources import keys_of, select_source
 from s3tok import exit_codes
 from s3tok.util.logging_setup import setup_logging
 from s3tok.stages.mel_job import merge_mel_jobs
-from s3tok.stages.merge import MergeError
+from s3tok.stages.protocol import MergeError
 
 logger = logging.getLogger("s3tok.merge_mel")
 

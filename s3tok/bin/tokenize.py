@@ -27,7 +27,7 @@ from s3tok.data.audio import MAX_DURATION, set_max_duration
 from s3tok.util.logging_setup import setup_logging
 from s3tok.stages.pipeline import ModelFault
 from s3tok.stages.sharding import distributed_job, job_shard, num_frames_file_for
-from s3tok.stages.tokenize_job import JobFiles, run_job
+from s3tok.stages.tokenize_job import job_files, journal_path, run_job
 
 logger = logging.getLogger("s3tok.tokenize")
 
@@ -105,7 +105,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logger.info("model %s: %s, %d Hz, %d codes, dtype %s, device %s; %d utterances%s", args.model, cfg.version,
                 cfg.token_rate, cfg.codebook_size, args.dtype, device, len(utts),
                 f" (job {args.job} of {args.num_jobs})" if args.num_jobs else "")
-    files = JobFiles(Path(args.output_dir), args.job or None)
+    files = job_files(Path(args.output_dir), args.job or None)
     try:
         stats = run_job(model, utts, files, batch_size=args.batch_size,
                         max_frames_per_batch=args.max_frames_per_batch, num_workers=args.num_workers,
@@ -118,15 +118,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logger.error("%s", e)
         return exit_codes.FAULT
     except OSError as e:
-        logger.error("%s; the tokens so far are kept in %s for the rerun", exit_codes.os_fault_line(e), files.journal)
+        logger.error("%s; the tokens so far are kept in %s for the rerun", exit_codes.os_fault_line(e), journal_path(files))
         return exit_codes.FAULT
     total = len(utts)
     logger.info("%d / %d utterances tokenized, %d failed (%s); %.1f s of audio in %.1f s: %.1f audio s/s",
-                stats.done, total, stats.failed, files.utt2fail, stats.audio_seconds, stats.wall_seconds,
+                stats.done, total, stats.failed, files["fail"], stats.audio_seconds, stats.wall_seconds,
                 stats.speed)
     if total and stats.failed / total > args.max_fail_ratio:
         logger.error("%d / %d failed, above --max_fail_ratio %.3f; reasons in %s", stats.failed, total,
-                     args.max_fail_ratio, files.utt2fail)
+                     args.max_fail_ratio, files["fail"])
         return 1
     return 0
 

@@ -17,18 +17,16 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from s3tok.util.fsutil import atomic_write_lines, publish, remove_leftovers
-from s3tok.stages.journal import clear_done, is_done, mark_done
-from s3tok.stages.tokenize_job import MAKER_FIELDS, STAGE, JobFiles
+from s3tok.stages import protocol
+from s3tok.stages.journal import clear_done, mark_done
+from s3tok.stages.protocol import MergeError, check_coverage, read_pairs  # noqa: F401 - part of this API
+from s3tok.stages.tokenize_job import MAKER_FIELDS, TOKENIZE
 
 logger = logging.getLogger(__name__)
 
 MERGE_STAGE = "merge_tokens"
 
 PathLike = Union[str, os.PathLike]
-
-
-class MergeError(ValueError):
-    """Job outputs that cannot be merged: unfinished jobs, duplicate or missing keys, other models."""
 
 
 @dataclass
@@ -42,64 +40,22 @@ class MergeResult:
         return self.failed / self.total if self.total else 0.0
 
 
-def job_files(output_dir: PathLike, num_jobs: int) -> List[JobFiles]:
-    """The files of jobs 1..N (or of the single unsplit run when ``num_jobs`` is 0)."""
-    out = Path(output_dir)
-    return [JobFiles(out)] if num_jobs == 0 else [JobFiles(out, j) for j in range(1, num_jobs + 1)]
-
-
-def read_pairs(path: Path) -> List[Tuple[str, str]]:
-    """``key rest`` lines of a Kaldi-style text file."""
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            key, _, rest = line.partition(" ")
-            rows.append((key, rest))
-    return rows
-
-
-def check_coverage(where: PathLike, input_keys: Sequence[str], parts: Sequence[Tuple[str, Sequence[tuple]]]) -> None:
-    """Every input key exactly once across ``parts`` (``(name, rows)``), nothing else; else MergeError."""
-    seen: Dict[str, str] = {}
-    for name, rows in parts:
-        for row in rows:
-            key = row[0]
-            if key in seen:
-                raise MergeError(f"{where}: key {key!r} appears twice ({seen[key]} and {name})")
-            seen[key] = name
-    wanted = set(input_keys)
-    missing = [k for k in input_keys if k not in seen]
-    extra = [k for k in seen if k not in wanted]
-    if missing or extra:
-        raise MergeError(f"{where}: outputs do not cover the input exactly: {len(missing)} key(s) missing "
-                         f"{missing[:5]}, {len(extra)} unexpected {extra[:5]}")
-
-
 def merge_jobs(output_dir: PathLike, num_jobs: int, input_keys: Sequence[str], dest: PathLike,
                utt2speech_token: Optional[PathLike] = None, jsonl: Optional[PathLike] = None,
                prior_fail: Sequence[PathLike] = ()) -> MergeResult:
     """Check and merge; raise :class:`MergeError` naming what is wrong. ``prior_fail``: ``key reason``
     files of keys that failed in an earlier stage (e.g. compute_mel) and so never reached tokenize."""
     order = {k: i for i, k in enumerate(input_keys)}
-    jobs = job_files(output_dir, num_jobs)
-    unfinished = [j.job or 1 for j in jobs if not is_done(output_dir, STAGE, j.job)]
-    if unfinished:
-        raise MergeError(f"{output_dir}: tokenize job(s) {unfinished} not finished (no completion marker); "
-                         "rerun them first")
-    scp_rows: List[Tuple[str, str]] = []
-    txt_rows: List[Tuple[str, str]] = []
-    fail_rows: List[Tuple[str, str]] = []
-    makers: List[Dict[str, object]] = []
-    for j in jobs:
-        scp_rows += read_pairs(j.tokens_scp)
-        txt_rows += read_pairs(j.tokens_txt)
-        fail_rows += read_pairs(j.utt2fail)
-        makers.append(json.loads(j.provenance.read_text(encoding="utf-8")))
+    protocol.require_finished(TOKENIZE, output_dir, num_jobs)
+    scp_rows, txt_rows, fail_rows = (protocol.read_tables(TOKENIZE, output_dir, num_jobs, role)
+                                     for role in ("scp", "txt", "fail"))
+    jobs = TOKENIZE.jobs(output_dir, num_jobs)
+    makers: List[Dict[str, object]] = [json.loads(j["provenance"].read_text(encoding="utf-8")) for j in jobs]
     first = makers[0]
     for j, m in zip(jobs, makers):
         diff = [k for k in MAKER_FIELDS if m.get(k) != first.get(k)]
         if diff:
-            raise MergeError(f"{j.provenance} differs from {jobs[0].provenance} in {diff}: jobs made by "
+            raise MergeError(f"{j['provenance']} differs from {jobs[0]['provenance']} in {diff}: jobs made by "
                              "different models cannot be merged")
     prior = [row for path in prior_fail for row in read_pairs(Path(path))]
     check_coverage(output_dir, input_keys, [("tokens", scp_rows), ("utt2fail", fail_rows),
