@@ -24,3 +24,23 @@ def os_fault_line(e: OSError) -> str:
     cause = _HINTS.get(e.errno or -1) or e.strerror or str(e)
     detail = f" ({e.strerror})" if e.strerror and e.strerror != cause else ""
     return f"cannot write {where}: {cause}{detail}"
+
+
+def report(logger, e: Exception) -> int:
+    """Log ``e`` as one error line and return its exit code: :data:`BAD_INPUT` for bad input (``ValueError``,
+    a missing file), :data:`FAULT` for any other operating-system error (the path and cause named)."""
+    if isinstance(e, OSError) and not isinstance(e, FileNotFoundError):
+        logger.error("%s", os_fault_line(e))
+        return FAULT
+    logger.error("%s", e)
+    return BAD_INPUT
+
+
+def add_max_duration(parser) -> None:
+    """The ``--max_duration`` option of the stages that decode audio."""
+    from s3tok.data.audio import MAX_DURATION
+
+    parser.add_argument("--max_duration", type=float, default=MAX_DURATION,
+                        help="seconds; a longer utterance fails (to utt2fail) before its samples are allocated, "
+                             "and a wav.scp pipe may write at most what that much 48 kHz stereo audio takes "
+                             f"(default {MAX_DURATION:.0f})")

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 from s3tok.data.sources import select_source
 from s3tok import exit_codes
-from s3tok.data.audio import MAX_DURATION, set_max_duration
+from s3tok.data.audio import set_max_duration
 from s3tok.util.logging_setup import setup_logging
 from s3tok.stages.mel_job import run_mel_job
 from s3tok.stages.sharding import job_shard
@@ -30,10 +30,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--job", type=int, default=0)
     p.add_argument("--num_workers", type=int, default=2, help="decoding threads")
     p.add_argument("--base_dir", default=None, help="resolve relative wav.scp paths against this directory")
-    p.add_argument("--max_duration", type=float, default=MAX_DURATION,
-                   help="seconds; a longer utterance fails (to utt2fail) before its samples are allocated, and "
-                        "a wav.scp pipe may write at most what that much 48 kHz stereo audio takes "
-                        f"(default {MAX_DURATION:.0f})")
+    exit_codes.add_max_duration(p)
     p.add_argument("--max_fail_ratio", type=float, default=1.0,
                    help="exit 1 above this share of failures (default 1: leave the decision to the merge)")
     p.add_argument("--no_progress", action="store_true")
@@ -58,8 +55,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         stored, failed = run_mel_job(utts, args.output_dir, args.job or None, args.num_workers, args.base_dir,
                                      progress=not args.no_progress)
     except OSError as e:
-        logger.error("%s", exit_codes.os_fault_line(e))
-        return exit_codes.FAULT
+        return exit_codes.report(logger, e)
     logger.info("%d / %d log-mels stored, %d failed", stored, len(utts), failed)
     if utts and failed / len(utts) > args.max_fail_ratio:
         return 1

@@ -11,7 +11,6 @@ from s3tok.data.sources import keys_of, select_source
 from s3tok import exit_codes
 from s3tok.util.logging_setup import setup_logging
 from s3tok.stages.mel_job import merge_mel_jobs
-from s3tok.stages.protocol import MergeError
 
 logger = logging.getLogger("s3tok.merge_mel")
 
@@ -30,12 +29,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         keys = keys_of(select_source(data_dir=args.data_dir))
         stored, failed = merge_mel_jobs(args.output_dir, args.num_jobs, keys, args.data_dir)
-    except (MergeError, ValueError, FileNotFoundError) as e:
-        logger.error("%s", e)
-        return exit_codes.BAD_INPUT
-    except OSError as e:
-        logger.error("%s", exit_codes.os_fault_line(e))
-        return exit_codes.FAULT
+    except (ValueError, OSError) as e:  # MergeError is a ValueError
+        return exit_codes.report(logger, e)
     logger.info("%s: feats.scp with %d utterances, %d in mel_fail", args.data_dir, stored, failed)
     return 0
 

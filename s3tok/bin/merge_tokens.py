@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 from s3tok.data.sources import keys_of, select_source
 from s3tok import exit_codes
 from s3tok.util.logging_setup import setup_logging
-from s3tok.stages.merge import MergeError, merge_jobs, write_consistent_dir
+from s3tok.stages.merge import merge_jobs, write_consistent_dir
 
 logger = logging.getLogger("s3tok.merge_tokens")
 
@@ -48,12 +48,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if not args.data_dir:
                 raise ValueError("--consistent_dir needs --data_dir (the data dir to copy)")
             write_consistent_dir(args.data_dir, args.dest, args.consistent_dir)
-    except (MergeError, ValueError, FileNotFoundError) as e:
-        logger.error("%s", e)
-        return exit_codes.BAD_INPUT
-    except OSError as e:
-        logger.error("%s", exit_codes.os_fault_line(e))
-        return exit_codes.FAULT
+    except (ValueError, OSError) as e:  # MergeError is a ValueError
+        return exit_codes.report(logger, e)
     logger.info("%s: %d / %d utterances tokenized, %d failed (%s/utt2fail)", args.dest, result.tokens,
                 result.total, result.failed, args.dest)
     if result.fail_ratio > args.max_fail_ratio:

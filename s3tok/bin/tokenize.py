@@ -23,7 +23,7 @@ from s3tok.api import PRECISIONS, load_model
 from s3tok.util.cpu_memory import keep_freed_memory
 from s3tok.data.sources import select_source
 from s3tok import exit_codes
-from s3tok.data.audio import MAX_DURATION, set_max_duration
+from s3tok.data.audio import set_max_duration
 from s3tok.util.logging_setup import setup_logging
 from s3tok.stages.pipeline import ModelFault
 from s3tok.stages.sharding import distributed_job, job_shard, num_frames_file_for
@@ -58,10 +58,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--base_dir", default=None, help="resolve relative wav.scp paths against this directory "
                                                    "(default: the current directory)")
-    p.add_argument("--max_duration", type=float, default=MAX_DURATION,
-                   help="seconds; a longer utterance fails (to utt2fail) before its samples are allocated, and "
-                        "a wav.scp pipe may write at most what that much 48 kHz stereo audio takes "
-                        f"(default {MAX_DURATION:.0f})")
+    exit_codes.add_max_duration(p)
     p.add_argument("--max_fail_ratio", type=float, default=0.05,
                    help="exit 1 when a larger share of utterances failed")
     p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
