@@ -49,6 +49,9 @@ def test_tiny_sample_rate_and_overlong_audio_fail_before_allocating(ref, tmp_pat
     assert rc == 0 and list(tokens) == ["c"]
     assert "sample rate 1 Hz in the header is not audio" in fails["a"]
     assert "5 s of audio, over the 3 s limit (--max_duration)" in fails["b"]
+    from s3tok.data import audio
+
+    assert audio.MAX_DURATION == 7200  # the command's limit does not outlive it (callers in the same process)
 
 
 def test_endless_pipe_is_killed_at_the_limit(ref, tmp_path):

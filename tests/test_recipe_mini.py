@@ -16,11 +16,9 @@ MODEL = "speech_tokenizer_v2_25hz"
 
 def copy_recipe(tmp_path: Path) -> Path:
     """The recipe parts of the tree in a temporary copy, so a run writes nothing into the checkout."""
-    for part in ("egs/mini/corpus", "utils"):
-        shutil.copytree(ROOT / part, tmp_path / part)
-    for part in ("egs/mini/run.sh", "egs/mini/cmd.sh", "egs/aishell/run.sh", "egs/aishell/cmd.sh", "path.sh"):
-        (tmp_path / part).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / part, tmp_path / part)
+    shutil.copytree(ROOT / "egs", tmp_path / "egs", ignore=shutil.ignore_patterns("data", "exp"))
+    shutil.copytree(ROOT / "utils", tmp_path / "utils")
+    shutil.copy2(ROOT / "path.sh", tmp_path / "path.sh")
     return tmp_path / "egs" / "mini"
 
 

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 from s3tok.data.sources import select_source
 from s3tok import exit_codes
-from s3tok.data.audio import set_max_duration
+from s3tok.data.audio import duration_limit
 from s3tok.util.logging_setup import setup_logging
 from s3tok.stages.mel_job import run_mel_job
 from s3tok.stages.sharding import job_shard
@@ -40,11 +40,18 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logging()
+    if not args.max_duration > 0:
+        logger.error("--max_duration must be positive, got %s", args.max_duration)
+        return exit_codes.BAD_INPUT
+    with duration_limit(args.max_duration):  # this command's limit; the caller's comes back after
+        return _main(args, argv)
+
+
+def _main(args, argv: Optional[Sequence[str]]) -> int:
     if bool(args.num_jobs) != bool(args.job):
         logger.error("--num_jobs and --job go together")
         return 2
     try:
-        set_max_duration(args.max_duration)
         utts = select_source(data_dir=args.data_dir, wav_scp=args.wav_scp)
         if args.num_jobs:
             utts = job_shard(utts, args.num_jobs, args.job)

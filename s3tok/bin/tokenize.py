@@ -23,7 +23,7 @@ from s3tok.api import PRECISIONS, load_model
 from s3tok.util.cpu_memory import keep_freed_memory
 from s3tok.data.sources import select_source
 from s3tok import exit_codes
-from s3tok.data.audio import set_max_duration
+from s3tok.data.audio import duration_limit
 from s3tok.util.logging_setup import setup_logging
 from s3tok.stages.pipeline import ModelFault
 from s3tok.stages.sharding import distributed_job, job_shard, num_frames_file_for
@@ -70,6 +70,14 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logging(args.verbose)
+    if not args.max_duration > 0:
+        logger.error("--max_duration must be positive, got %s", args.max_duration)
+        return exit_codes.BAD_INPUT
+    with duration_limit(args.max_duration):  # this command's limit; the caller's comes back after
+        return _main(args, argv)
+
+
+def _main(args, argv: Optional[Sequence[str]]) -> int:
     logger.info("command: %s", " ".join(sys.argv if argv is None else ["s3tok tokenize", *argv]))
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
@@ -80,7 +88,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.num_jobs, args.job = distributed_job()
         logger.info("torchrun: rank %d of %d does shard %d", args.job - 1, args.num_jobs, args.job)
     try:
-        set_max_duration(args.max_duration)
         utts = select_source(data_dir=args.data_dir, wav_scp=args.wav_scp, wav_dir=args.wav_dir,
                              feats_scp=args.feats_scp)
         if args.num_jobs:

@@ -7,6 +7,7 @@ torchaudio or librosa; the resampler and the mel run on any torch device.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -39,13 +40,18 @@ MIN_SAMPLE_RATE = 1000  # Hz; below this a header does not describe audio
 PIPE_BYTES_PER_SECOND = 48000 * 2 * 2  # a pipe may write at most this per allowed second (48 kHz stereo int16)
 
 
-def set_max_duration(seconds: float) -> None:
-    """The longest utterance (seconds) that decoding accepts in this process; longer ones fail cleanly,
-    before their samples are allocated."""
+@contextlib.contextmanager
+def duration_limit(seconds: float):
+    """Within the block, the longest utterance (seconds) that decoding accepts; longer ones fail cleanly,
+    before their samples are allocated. The previous limit comes back afterwards."""
     global MAX_DURATION
     if not seconds > 0:
         raise ValueError(f"--max_duration must be positive, got {seconds}")
-    MAX_DURATION = float(seconds)
+    previous, MAX_DURATION = MAX_DURATION, float(seconds)
+    try:
+        yield
+    finally:
+        MAX_DURATION = previous
 
 
 def check_span(rate: int, frames: int) -> None:

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The stages every recipe shares (ESPnet's asr.sh pattern): a recipe's run.sh calls this from its own folder
+#   ../TEMPLATE/tokens.sh --sets "train dev test" --model NAME [--local_data_opts "..."] "$@"
+# and provides local/data.sh, which makes data/<set> for the stages <= 0 it is given (e.g. -1 download, 0 prepare).
+#  <=0 local/data.sh (the recipe's own stages: aishell -1 download, 0 prepare), then the data dirs are validated
+#    1 log-mels (exp/mel/<set>, data/<set>/feats.scp)   2 tokenize (exp/<tag>/<set>, $nj jobs)
+#    3 merge into data/<set>: tokens.scp, utt2num_tokens, utt2fail, tokenizer.json, utt2speech_token.pt, and
+#      data/<set>/tokenized: the set restricted to utterances with tokens (for CosyVoice's tools)
+#    4 parity: onnxruntime at batch 1 (CosyVoice's way) on $parity_utts utterances per set vs tokens.scp
+#    5 token statistics and plots in data/<set>/stats (warns on a wrong rate, odd codebook use, ...)
+# Runs in the current directory: the calling recipe's folder (its cmd.sh and conf/ are used when present).
+set -euo pipefail
+recipe=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$recipe/../.." && pwd)
+. "$root/path.sh"
+
+stage=0
+stop_stage=5
+local_data_opts=""                   # options for the recipe's local/data.sh
+corpus_dir=""                        # shorthand for --local_data_opts "--corpus_dir DIR"
+sets="train dev test"
+model=speech_tokenizer_v2_25hz       # official name (downloaded), .onnx path, or demo (random weights, offline)
+nj=4                                 # jobs per set
+device=cpu                           # cpu or cuda (one GPU per job)
+dtype=float32
+batch_size=16
+use_mel=true                         # stage 1 stores log-mels for stage 2; false: stage 2 decodes audio itself
+max_fail_ratio=0.05
+parity_utts=200                      # stage 4 sample size per set (0: all)
+max_miss_rate=0.0001
+. "$root/utils/parse_options.sh"
+if [ -f ./cmd.sh ]; then . ./cmd.sh; else . "$recipe/cmd.sh"; fi   # the calling recipe's own, else this one
+
+log() { echo "$(date '+%Y-%m-%d %H:%M:%S') (${0##*/}:${BASH_LINENO[0]}) $*"; }
+gpu_opt=""; [ "${device%%:*}" = cuda ] && gpu_opt="--gpu 1"
+threads=$(( $(nproc) / nj )); [ "$threads" -ge 1 ] || threads=1   # jobs share the cores, no oversubscription
+tag=$(basename "${model%.onnx}")
+stages() { [ "$stage" -le "$2" ] && [ "$stop_stage" -ge "$1" ]; }   # does the run include stages $1..$2?
+
+# Fail now, not hours later: the model must resolve, and the packages of the stages asked for must import.
+require=""; stages 4 4 && require=onnxruntime; stages 5 5 && require="$require,matplotlib"
+s3tok resolve-model --model "$model" --check_only --require "$require"
+
+if [ "$stage" -le 0 ]; then   # the recipe's own stages up to 0 (aishell: -1 download, 0 prepare)
+  log "Stage $stage..$(( stop_stage < 0 ? stop_stage : 0 )): data dirs data/{${sets// /,}} (local/data.sh)"
+  # shellcheck disable=SC2086
+  local/data.sh --stage "$stage" --stop_stage "$(( stop_stage < 0 ? stop_stage : 0 ))" --sets "$sets" \
+    $local_data_opts ${corpus_dir:+--corpus_dir "$corpus_dir"}
+  if [ "$stop_stage" -ge 0 ]; then
+    for set in $sets; do "$root/utils/validate_data_dir.sh" --no-feats "data/$set"; done
+  fi
+fi
+
+if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ] && [ "$use_mel" = true ]; then
+  for set in $sets; do
+    log "Stage 1: log-mels of data/$set ($nj jobs, logs in exp/mel/$set/log)"
+    $cmd --num-threads "$threads" JOB=1:"$nj" "exp/mel/$set/log/mel.JOB.log" \
+      s3tok compute-mel --data_dir "data/$set" --output_dir "exp/mel/$set" \
+        --num_jobs "$nj" --job JOB --no_progress
+    s3tok merge-mel --data_dir "data/$set" --output_dir "exp/mel/$set" --num_jobs "$nj"
+  done
+fi
+
+if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
+  model_path=$(s3tok resolve-model --model "$model" --demo_dir exp/models)
+  for set in $sets; do
+    input="--data_dir data/$set"; [ "$use_mel" = true ] && input="--feats_scp data/$set/feats.scp"
+    log "Stage 2: tokens of data/$set with $model ($nj jobs, logs in exp/$tag/$set/log)"
+    $cmd $gpu_opt --num-threads "$threads" JOB=1:"$nj" "exp/$tag/$set/log/tokenize.JOB.log" \
+      s3tok tokenize $input --model "$model_path" --output_dir "exp/$tag/$set" \
+        --num_jobs "$nj" --job JOB --device "$device" --dtype "$dtype" --batch_size "$batch_size" \
+        --max_fail_ratio 1 --no_progress
+  done
+fi
+
+if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
+  for set in $sets; do
+    log "Stage 3: merge exp/$tag/$set into data/$set"
+    prior=""; [ "$use_mel" = true ] && prior="--prior_fail data/$set/mel_fail"
+    s3tok merge-tokens --data_dir "data/$set" --output_dir "exp/$tag/$set" --num_jobs "$nj" \
+      --dest "data/$set" --utt2speech_token "data/$set/utt2speech_token.pt" $prior \
+      --consistent_dir "data/$set/tokenized" --max_fail_ratio "$max_fail_ratio"
+  done
+fi
+
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+  model_path=$(s3tok resolve-model --model "$model" --demo_dir exp/models)
+  for set in $sets; do
+    log "Stage 4: parity of data/$set/tokens.scp with onnxruntime ($parity_utts utterances)"
+    s3tok score-parity --data_dir "data/$set" --tokens "data/$set/tokens.scp" --model "$model_path" \
+      --num_utts "$parity_utts" --max_miss_rate "$max_miss_rate" --output "exp/$tag/$set/parity.json"
+  done
+fi
+
+if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
+  for set in $sets; do
+    log "Stage 5: token statistics of data/$set in data/$set/stats"
+    s3tok stats "data/$set" --out_dir "data/$set/stats"
+  done
+fi
