@@ -54,20 +54,9 @@ def get_parser() -> argparse.ArgumentParser:
 
 def model_info(model: str) -> ModelInfo:
     """Rate, codebook size and version of ``--model``: an official name, an .onnx file or a converted folder."""
-    from s3tok.model.config import MODEL_NAMES, S3Config, official_config
+    from s3tok.modelfiles.resolve import model_config
 
-    path = Path(model)
-    if model in MODEL_NAMES:
-        cfg = official_config(model)
-    elif path.is_file() and path.suffix == ".onnx":
-        from s3tok.modelfiles.onnx_import import read_onnx
-
-        cfg = read_onnx(path).config
-    elif (path / "config.json").is_file():
-        cfg = S3Config.from_dict(json.loads((path / "config.json").read_text(encoding="utf-8"))["config"])
-    else:
-        raise ValueError(f"--model {model}: not an official name ({', '.join(MODEL_NAMES)}), an .onnx file or "
-                         "a converted folder")
+    cfg = model_config(model)
     return f"--model {model}", cfg.token_rate, cfg.codebook_size, cfg.version
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple, Union
@@ -38,7 +37,6 @@ RECO_FILES = ("reco2dur", "reco2file_and_channel")
 #: At most this many problems of one kind are listed per file, then a count of the rest.
 MAX_PROBLEMS_PER_KIND = 20
 
-_SPLIT = re.compile(r"[ \t]+")
 
 
 def sort_key(key: str) -> bytes:

@@ -6,13 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Dict
 
-# Official model names, in release order.
-MODEL_NAMES = (
-    "speech_tokenizer_v1",
-    "speech_tokenizer_v1_25hz",
-    "speech_tokenizer_v2_25hz",
-    "speech_tokenizer_v3_25hz",
-)
+from s3tok.model.versions import MODEL_NAMES, VERSIONS
 
 
 @dataclass(frozen=True)
@@ -95,15 +89,12 @@ class S3Config:
 
 
 def official_config(version: str, width: int = 1280, heads: int = 20, depth: int = 0) -> S3Config:
-    """The configuration of an official model (``depth`` 0 means the official depth)."""
-    if version == "speech_tokenizer_v1":
-        return S3Config(version, width, heads, depth or 6, conv1_stride=1)
-    if version == "speech_tokenizer_v1_25hz":
-        return S3Config(version, width, heads, depth or 6, conv1_stride=2)
-    if version == "speech_tokenizer_v2_25hz":
-        return S3Config(version, width, heads, depth or 6, conv1_stride=2, positional="rotary",
-                        fsmn=True, quantizer="fsq", codebook_size=6561, layernorm="fused")
-    if version == "speech_tokenizer_v3_25hz":
-        return S3Config(version, width, heads, depth or 12, conv1_stride=2, positional="rotary",
-                        fsmn=True, quantizer="fsq", codebook_size=6561, layernorm="decomposed")
-    raise ValueError(f"unknown model version {version!r}; known: {', '.join(MODEL_NAMES)}")
+    """The configuration of an official model (``depth`` 0 means the official depth), from its row in
+    :data:`s3tok.model.versions.VERSIONS`."""
+    if version not in VERSIONS:
+        raise ValueError(f"unknown model version {version!r}; known: {', '.join(MODEL_NAMES)}")
+    v = VERSIONS[version]
+    rotary = v.positional == "rotary"
+    return S3Config(version, width, heads, depth or v.depth, conv1_stride=v.conv1_stride, positional=v.positional,
+                    fsmn=rotary, quantizer=v.quantizer, codebook_size=4096 if v.quantizer == "vq" else 3 ** 8,
+                    layernorm=v.layernorm)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 
+from s3tok.model.versions import VERSIONS
 from s3tok.modelfiles.fetch import DownloadError, fetch_verified, sha256_of  # noqa: F401 - DownloadError is API
 from s3tok.util.fsutil import atomic_write_text
 
@@ -38,26 +39,9 @@ class OfficialModel:
     urls: Tuple[str, ...]
 
 
-def _urls(modelscope_repo: str, hf_repo: str, filename: str) -> Tuple[str, ...]:
-    return (f"https://www.modelscope.cn/models/{modelscope_repo}/resolve/master/{filename}",
-            f"https://huggingface.co/{hf_repo}/resolve/main/{filename}")
-
-
-REGISTRY: Dict[str, OfficialModel] = {m.name: m for m in (
-    OfficialModel("speech_tokenizer_v1", "speech_tokenizer_v1.onnx",
-                  "23b5a723ed9143aebfd9ffda14ac4c21231f31c35ef837b6a13bb9e5488abb1e",
-                  _urls("iic/cosyvoice-300m", "FunAudioLLM/CosyVoice-300M", "speech_tokenizer_v1.onnx")),
-    OfficialModel("speech_tokenizer_v1_25hz", "speech_tokenizer_v1.onnx",
-                  "56285ddd4a83e883ee0cb9f8d69c1089b53a94b1f78ff7e4a0224a27eb4cb486",
-                  _urls("iic/CosyVoice-300M-25Hz", "FunAudioLLM/CosyVoice-300M-25Hz", "speech_tokenizer_v1.onnx")),
-    OfficialModel("speech_tokenizer_v2_25hz", "speech_tokenizer_v2.onnx",
-                  "d43342aa12163a80bf07bffb94c9de2e120a8df2f9917cd2f642e7f4219c6f71",
-                  _urls("iic/CosyVoice2-0.5B", "FunAudioLLM/CosyVoice2-0.5B", "speech_tokenizer_v2.onnx")),
-    OfficialModel("speech_tokenizer_v3_25hz", "speech_tokenizer_v3.onnx",
-                  "23236a74175dbdda47afc66dbadd5bcb41303c467a57c261cb8539ad9db9208d",
-                  _urls("FunAudioLLM/Fun-CosyVoice3-0.5B-2512", "FunAudioLLM/Fun-CosyVoice3-0.5B-2512",
-                        "speech_tokenizer_v3.onnx")),
-)}
+# The official files, from the version table (s3tok.model.versions).
+REGISTRY: Dict[str, OfficialModel] = {v.name: OfficialModel(v.name, v.filename, v.sha256, v.urls)
+                                      for v in VERSIONS.values()}
 
 
 def s3tok_home() -> Path:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from s3tok.model.config import MODEL_NAMES, S3Config, official_config
+from s3tok.model.versions import VERSIONS
 from s3tok.model.encoder import rotary_table
 from s3tok.model.tokenizer import S3Tokenizer
 from s3tok.version import __version__
@@ -38,12 +39,7 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 
 # The ONNX opset of each official file.
-OPSETS: Dict[str, int] = {
-    "speech_tokenizer_v1": 13,
-    "speech_tokenizer_v1_25hz": 13,
-    "speech_tokenizer_v2_25hz": 17,
-    "speech_tokenizer_v3_25hz": 14,
-}
+OPSETS: Dict[str, int] = {v.name: v.opset for v in VERSIONS.values()}
 IR_VERSION = 8
 ROTARY_TABLE_ROWS = 2048  # positions of the stored rotary tables (30 s at 25 Hz is 750)
 MAX_BYTES = 2**31 - 2**26  # a single-file ONNX model is one protobuf (< 2 GiB), leave room for the rest

@@ -18,6 +18,8 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
+from s3tok.model.versions import identify
+
 from s3tok.model.config import S3Config
 from s3tok.model.encoder import rotary_table
 
@@ -311,10 +313,10 @@ def read_onnx(path: PathLike) -> ImportedModel:
     heads = _infer_heads(t, width)
     fsmn = any(k.endswith("fsmn_block.weight") for k in pl.params)
     fused = layernorm_forms == {"fused"}
-    if quantizer == "vq":
-        version = "speech_tokenizer_v1" if strides[0] == 1 else "speech_tokenizer_v1_25hz"
-    else:
-        version = "speech_tokenizer_v2_25hz" if fused else "speech_tokenizer_v3_25hz"
+    version = identify(quantizer, strides[0], "fused" if fused else "decomposed")
+    if version is None:
+        raise OnnxImportError(f"{where}: no official tokenizer has a {quantizer} quantizer with conv1 stride "
+                              f"{strides[0]}")
     eps = 1e-5
     if ln_eps_values:
         eps = float(np.float32(min(ln_eps_values)))
