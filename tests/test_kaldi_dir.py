@@ -17,9 +17,9 @@ from s3tok.bin import fix_data_dir as fix_bin
 from s3tok.bin import validate_data_dir as validate_bin
 from s3tok.data import WavEntry
 from s3tok.data import segments as segments_mod
-from s3tok.data.kaldi_dir import (Segment, fix_data_dir, iter_utterances, read_segments, read_spk2utt, read_text,
-                                  read_utt2dur, read_utt2spk, utt2spk_to_spk2utt, validate_data_dir, write_segments,
-                                  write_spk2utt, write_utt2dur)
+from s3tok.data.kaldi_dir import (Segment, iter_utterances, read_segments, read_spk2utt, read_text, read_utt2dur,
+                                  read_utt2spk, utt2spk_to_spk2utt, write_segments, write_spk2utt, write_utt2dur)
+from s3tok.data.validate import fix_data_dir, validate_data_dir
 from s3tok.data.segments import load_utterance_audio, segment_samples
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from s3tok.data.kaldi_dir import fix_data_dir
+from s3tok.data.validate import fix_data_dir
 from s3tok.util.logging_setup import setup_logging
 
 logger = logging.getLogger("s3tok.fix_data_dir")

@@ -8,7 +8,7 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from s3tok.data.kaldi_dir import validate_data_dir
+from s3tok.data.validate import validate_data_dir
 from s3tok.util.logging_setup import setup_logging
 
 logger = logging.getLogger("s3tok.validate_data_dir")

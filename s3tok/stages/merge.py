@@ -115,7 +115,7 @@ def write_consistent_dir(data_dir: PathLike, merged: PathLike, out_dir: PathLike
     what CosyVoice's ``make_parquet_list.py`` needs (a key without a token costs it a whole shard).
     ``removed`` lists the keys left out with their reasons. Built aside and renamed into place; an existing
     ``out_dir`` is replaced only when an earlier call made it. Returns ``(kept, removed)``."""
-    from s3tok.data.kaldi_dir import fix_data_dir
+    from s3tok.data.validate import fix_data_dir
 
     data_dir, merged, out = Path(data_dir), Path(merged), Path(out_dir)
     if out.exists() and not (out / CONSISTENT_MARK).is_file():
