@@ -28,6 +28,7 @@ SUBCOMMANDS = {
     "fix-data-dir": ("s3tok.bin.fix_data_dir", "keep the keys present everywhere, as Kaldi's fix_data_dir.sh"),
     "download-aishell": ("s3tok.bin.download_aishell", "download AISHELL-1 (mirrors, MD5, resumable)"),
     "prepare-aishell": ("s3tok.bin.prepare_aishell", "AISHELL-1 data dirs: wav.scp, text, utt2spk, spk2utt"),
+    "shard-metadata": ("s3tok.bin.shard_metadata", "text, utt2spk, spk2utt from tar shards' JSON, unpacked nowhere"),
     # jobs
     "run-jobs": ("s3tok.bin.run_jobs", "Kaldi's run.pl / slurm.pl: JOB=1:N log.JOB.log command ..."),
 }

@@ -79,6 +79,8 @@ def input_fingerprint(u: Utterance, base_dir: Union[None, str, os.PathLike] = No
     specifier, its segment, and the size and mtime of the file behind it (a pipe: its command only)."""
     loc = u.recording.location if u.recording else ""
     path = u.feats.rsplit(":", 1)[0] if u.feats else (loc if u.recording and not u.recording.is_pipe else "")
+    if u.member is not None:
+        loc, path = f"{u.member.location}@{u.member.offset}+{u.member.size}", u.member.tar
     stat = "-"
     if path:
         p = Path(path)
