@@ -30,11 +30,13 @@ setup(
     ],
     extras_require={
         # kaldiio only in tests, to prove its users can read our ark/scp (its licence is evaluation-only)
-        "test": ["pytest", "onnxruntime", "kaldiio", "matplotlib"],
+        "test": ["pytest", "onnxruntime", "kaldiio", "matplotlib", "pyarrow"],
         "parity": ["onnxruntime"],
         "plots": ["matplotlib"],
         # what the recipes' stages need beyond the tokenizer: parity (stage 4) and plots (stage 5)
         "recipes": ["onnxruntime", "matplotlib"],
+        # --parquet_list input (CosyVoice's and Hugging Face's parquet shards)
+        "parquet": ["pyarrow"],
     },
     entry_points={"console_scripts": ["s3tok=s3tok.cli:main"]},
 )

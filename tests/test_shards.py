@@ -149,3 +149,58 @@ def test_shard_metadata_to_a_data_dir(ref, tmp_path):
     assert "s" in (d / "spk2utt").read_text()
     problems = (d / "metadata_problems").read_text()
     assert "orphan no 'text'" in problems and "orphan no 'speaker'" in problems
+
+
+def _write_parquet(path: Path, files, hf: bool = False, rows_per_group: int = 2, bad=None):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    keys = list(files) + ([bad[0]] if bad else [])
+    data = [Path(files[k]).read_bytes() for k in files] + ([bad[1]] if bad else [])
+    if hf:
+        audio = pa.array([{"bytes": d, "path": f"{k}.wav"} for k, d in zip(keys, data)])
+        table = pa.table({"id": keys, "audio": audio})
+    else:
+        table = pa.table({"utt": keys, "audio_data": data, "text": [f"text {k}" for k in keys]})
+    pq.write_table(table, path, row_group_size=rows_per_group)
+
+
+def test_parquet_tokens_equal_file_tokens(ref, tmp_path):
+    pytest.importorskip("pyarrow")
+    files = _audio_files(ref, tmp_path)
+    _write_parquet(tmp_path / "a.parquet", {k: files[k] for k in CLIPS[:3]})
+    _write_parquet(tmp_path / "b.parquet", {k: files[k] for k in CLIPS[3:]}, bad=("broken", b"RIFF nope"))
+    lst = tmp_path / "data.list"
+    lst.write_text("a.parquet\nb.parquet\n")
+    scp = tmp_path / "wav.scp"
+    scp.write_text("".join(f"{u} {files[u]}\n" for u in files))
+    assert tokenize_cli.main(["--parquet_list", str(lst), "--model", _model(ref), "--output_dir",
+                              str(tmp_path / "pq"), "--no_progress", "--max_fail_ratio", "1"]) == 0
+    assert tokenize_cli.main(["--wav_scp", str(scp), "--model", _model(ref), "--output_dir", str(tmp_path / "scp"),
+                              "--no_progress"]) == 0
+    got = _tokens(tmp_path / "pq")
+    assert got == _tokens(tmp_path / "scp")
+    fail = (tmp_path / "pq" / "utt2fail").read_text()
+    assert fail.startswith("broken ") and "b.parquet#" in fail
+    # two jobs: one file each
+    for j in (1, 2):
+        assert tokenize_cli.main(["--parquet_list", str(lst), "--model", _model(ref), "--output_dir",
+                                  str(tmp_path / "jobs"), "--num_jobs", "2", "--job", str(j), "--no_progress",
+                                  "--max_fail_ratio", "1"]) == 0
+    job1 = {line.split()[0] for line in (tmp_path / "jobs" / "tokens.1.txt").read_text().splitlines()}
+    assert job1 == set(CLIPS[:3])
+
+
+def test_parquet_hugging_face_audio_struct(ref, tmp_path):
+    pytest.importorskip("pyarrow")
+    files = _audio_files(ref, tmp_path)
+    _write_parquet(tmp_path / "hf.parquet", {k: files[k] for k in CLIPS[:2]}, hf=True)
+    lst = tmp_path / "l"
+    lst.write_text("hf.parquet\n")
+    rc = tokenize_cli.main(["--parquet_list", str(lst), "--parquet_key_column", "id", "--parquet_audio_column", "audio",
+                            "--parquet_audio_field", "bytes", "--model", _model(ref), "--output_dir",
+                            str(tmp_path / "out"), "--no_progress"])
+    assert rc == 0 and sorted(_tokens(tmp_path / "out")) == sorted(CLIPS[:2])
+    rc = tokenize_cli.main(["--parquet_list", str(lst), "--model", _model(ref), "--output_dir", str(tmp_path / "x"),
+                            "--no_progress"])
+    assert rc == 2  # no column 'utt': one line naming the columns there are

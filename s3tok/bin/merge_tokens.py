@@ -8,7 +8,7 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from s3tok.data.sources import keys_of, select_source
+from s3tok.data.sources import add_container_arguments, container_sources, keys_of, select_source
 from s3tok import exit_codes
 from s3tok.util.logging_setup import setup_logging
 from s3tok.stages.merge import merge_jobs, write_consistent_dir
@@ -22,8 +22,7 @@ def get_parser() -> argparse.ArgumentParser:
     src.add_argument("--data_dir", help="the data dir that was tokenized (its keys are the expected ones)")
     src.add_argument("--wav_scp")
     src.add_argument("--feats_scp")
-    src.add_argument("--tar_list", help="the tar shard list that was tokenized")
-    p.add_argument("--tar_shard_keys", action="store_true", help="as given to tokenize")
+    add_container_arguments(p, src)
     p.add_argument("--output_dir", required=True, help="the tokenize jobs' --output_dir")
     p.add_argument("--num_jobs", type=int, required=True, help="how many jobs (0: a single unsplit run)")
     p.add_argument("--dest", required=True, help="where the merged files go (e.g. data/test)")
@@ -44,7 +43,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     setup_logging()
     try:
         keys = keys_of(select_source(data_dir=args.data_dir, wav_scp=args.wav_scp, feats_scp=args.feats_scp,
-                                           tar_list=args.tar_list, tar_shard_keys=args.tar_shard_keys))
+                                           **container_sources(args)))
         result = merge_jobs(args.output_dir, args.num_jobs, keys, args.dest, args.utt2speech_token, args.jsonl,
                             args.prior_fail)
         if args.consistent_dir:

@@ -21,7 +21,7 @@ import torch
 
 from s3tok.api import PRECISIONS, load_model
 from s3tok.util.cpu_memory import keep_freed_memory
-from s3tok.data.sources import select_source
+from s3tok.data.sources import add_container_arguments, container_sources, select_source
 from s3tok import exit_codes
 from s3tok.data.audio import duration_limit
 from s3tok.util.logging_setup import setup_logging
@@ -40,10 +40,7 @@ def get_parser() -> argparse.ArgumentParser:
     src.add_argument("--wav_scp", help="Kaldi wav.scp: 'key path' (spaces allowed) or 'key cmd |'")
     src.add_argument("--wav_dir", help="a folder searched recursively for audio; key = relative path without suffix")
     src.add_argument("--feats_scp", help="log-mels from compute_mel (frames x 128 float32 matrices)")
-    src.add_argument("--tar_list", help="a list of WebDataset-style tar shards (one path per line), read in place; "
-                                        "jobs and torchrun ranks split it by shard")
-    p.add_argument("--tar_shard_keys", action="store_true",
-                   help="with --tar_list: keys are SHARDNAME/KEY (for corpora whose keys repeat across shards)")
+    add_container_arguments(p, src)
     p.add_argument("--model", required=True,
                    help="official name (downloaded to the cache), .onnx file, or folder from s3tok convert")
     p.add_argument("--output_dir", required=True)
@@ -93,7 +90,7 @@ def _main(args, argv: Optional[Sequence[str]]) -> int:
         logger.info("torchrun: rank %d of %d does shard %d", args.job - 1, args.num_jobs, args.job)
     try:
         utts = select_source(data_dir=args.data_dir, wav_scp=args.wav_scp, wav_dir=args.wav_dir,
-                             feats_scp=args.feats_scp, tar_list=args.tar_list, tar_shard_keys=args.tar_shard_keys)
+                             feats_scp=args.feats_scp, **container_sources(args))
         if args.num_jobs:
             utts = job_shard(utts, args.num_jobs, args.job, num_frames_file_for(args.data_dir, args.feats_scp))
         device = torch.device(args.device)

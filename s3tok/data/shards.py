@@ -30,7 +30,9 @@ META_SUFFIXES = (".json", ".txt")
 
 @dataclass(frozen=True)
 class TarMember:
-    """Where one member's bytes lie inside a tar file."""
+    """Where one member's bytes lie inside a tar file. Like every container member (see also
+    :class:`s3tok.data.parquet.ParquetRow`): ``container`` (the file a job reads), ``location`` (for
+    messages and input fingerprints), ``size`` (bytes, for balancing jobs) and :meth:`open`."""
 
     tar: str
     name: str
@@ -38,8 +40,15 @@ class TarMember:
     size: int
 
     @property
+    def container(self) -> str:
+        return self.tar
+
+    @property
     def location(self) -> str:
-        return f"{self.tar}//{self.name}"
+        return f"{self.tar}//{self.name}@{self.offset}+{self.size}"
+
+    def open(self) -> BinaryIO:
+        return read_member(self)
 
 
 def read_member(m: TarMember) -> BinaryIO:
@@ -47,10 +56,11 @@ def read_member(m: TarMember) -> BinaryIO:
     with open(m.tar, "rb") as f:
         f.seek(m.offset)
         data = f.read(m.size)
+    name = f"{m.tar}//{m.name}"
     if len(data) != m.size:
-        raise OSError(f"{m.location}: the tar is truncated ({len(data)} of {m.size} bytes of this member)")
+        raise OSError(f"{name}: the tar is truncated ({len(data)} of {m.size} bytes of this member)")
     out = io.BytesIO(data)
-    out.name = m.location
+    out.name = name
     return out
 
 
@@ -114,7 +124,7 @@ def index_tar(path: PathLike) -> ShardIndex:
 
 
 def read_tar_list(list_file: PathLike) -> List[str]:
-    """The shard paths of a list file (one per line; relative ones against the list file's folder)."""
+    """The paths of a list file (one per line, ``#`` comments; relative ones against the list file's folder)."""
     base = Path(list_file).parent
     out = []
     for lineno, line in enumerate(Path(list_file).read_text(encoding="utf-8").splitlines(), 1):
@@ -124,7 +134,7 @@ def read_tar_list(list_file: PathLike) -> List[str]:
         p = Path(line)
         out.append(os.fspath(p if p.is_absolute() else base / p))
     if not out:
-        raise ValueError(f"{list_file}: no tar shards listed")
+        raise ValueError(f"{list_file}: no files listed")
     return out
 
 
@@ -180,7 +190,7 @@ def shard_metadata(tars: List[str], text_field: str = "text", speaker_field: str
                     if not isinstance(info, dict):
                         raise ValueError("not a JSON object")
                 except (ValueError, OSError) as e:
-                    problems.append(f"{k} {js.location}: unreadable JSON ({e})")
+                    problems.append(f"{k} {js.tar}//{js.name}: unreadable JSON ({e})")
                     info = {}
             elif txt is not None:
                 info = {text_field: read_member(txt).read().decode("utf-8", "replace")}

@@ -69,10 +69,8 @@ def one_line(e: BaseException) -> str:
 
 def load_waveform(utt: Utterance, base_dir=None) -> torch.Tensor:
     """16 kHz mono waveform of an utterance: a whole recording, a segment of one, or a tar member."""
-    if utt.member is not None:
-        from s3tok.data.shards import read_member
-
-        return load_audio(read_member(utt.member), sr=SAMPLE_RATE)
+    if utt.member is not None:  # a tar member or a parquet row: its bytes, read in place
+        return load_audio(utt.member.open(), sr=SAMPLE_RATE)
     if utt.segment:
         from s3tok.data.segments import load_utterance_audio
 

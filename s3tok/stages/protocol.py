@@ -80,7 +80,7 @@ def input_fingerprint(u: Utterance, base_dir: Union[None, str, os.PathLike] = No
     loc = u.recording.location if u.recording else ""
     path = u.feats.rsplit(":", 1)[0] if u.feats else (loc if u.recording and not u.recording.is_pipe else "")
     if u.member is not None:
-        loc, path = f"{u.member.location}@{u.member.offset}+{u.member.size}", u.member.tar
+        loc, path = u.member.location, u.member.container
     stat = "-"
     if path:
         p = Path(path)

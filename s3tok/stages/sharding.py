@@ -64,12 +64,12 @@ def distributed_job() -> Optional[tuple]:
 
 
 def job_shard(utts: Sequence[Utterance], num_jobs: int, job: int, num_frames_file: Optional[Path] = None) -> List:
-    """This job's duration-balanced contiguous shard of ``utts``. Members of tar shards are split by tar
-    file, balanced by bytes, so that each tar is read by one job only."""
+    """This job's duration-balanced contiguous shard of ``utts``. Members of containers (tar shards, parquet
+    files) are split by container, balanced by bytes, so that each container is read by one job only."""
     if utts and all(u.member is not None for u in utts):
         tars: Dict[str, List[Utterance]] = {}
         for u in utts:
-            tars.setdefault(u.member.tar, []).append(u)
+            tars.setdefault(u.member.container, []).append(u)
         groups = list(tars.values())
         mine = shard_by_weight(groups, [float(sum(u.member.size for u in g)) for g in groups], num_jobs, job)
         return [u for g in mine for u in g]
