@@ -132,3 +132,16 @@ def test_op_groups():
     assert op_group("mkldnn::_linear_pointwise") == "linear" and op_group("aten::addmm") == "linear"
     assert op_group("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention"
     assert op_group("aten::mkldnn_convolution") == "conv" and op_group("aten::native_layer_norm") == "other"
+
+
+@pytest.mark.slow
+def test_bench_shards_smoke(tmp_path):
+    """tools/bench_shards.py end to end on a few clips (its numbers are not asserted, only that both inputs
+    give the same tokens)."""
+    out = tmp_path / "b.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_shards.py"), "--clips", "12", "--shards", "2",
+                           "--rounds", "1", "--threads", "1", "--work_dir", str(tmp_path / "w"), "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["tokens_equal"] and result["clips"] == 12 and result["rows"]["tars"]["best_s"] > 0

@@ -42,9 +42,10 @@ require=""; stages 4 4 && require=onnxruntime; stages 5 5 && require="$require,m
 s3tok resolve-model --model "$model" --check_only --require "$require"
 
 if [ "$stage" -le 0 ]; then   # the recipe's own stages up to 0 (aishell: -1 download, 0 prepare)
-  log "Stage $stage..$(( stop_stage < 0 ? stop_stage : 0 )): data dirs data/{${sets// /,}} (local/data.sh)"
+  last=$(( stop_stage < 0 ? stop_stage : 0 )); span=$stage; [ "$last" -ne "$stage" ] && span="$stage..$last"
+  log "Stage $span: data dirs data/{${sets// /,}} (local/data.sh)"
   # shellcheck disable=SC2086
-  local/data.sh --stage "$stage" --stop_stage "$(( stop_stage < 0 ? stop_stage : 0 ))" --sets "$sets" \
+  local/data.sh --stage "$stage" --stop_stage "$last" --sets "$sets" \
     $local_data_opts ${corpus_dir:+--corpus_dir "$corpus_dir"}
   if [ "$stop_stage" -ge 0 ]; then
     for set in $sets; do "$root/utils/validate_data_dir.sh" --no-feats "data/$set"; done

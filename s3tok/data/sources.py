@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, Union
 
 from s3tok.data.kaldi_dir import iter_utterances
 from s3tok.data.lines import read_lines
@@ -12,6 +12,9 @@ from s3tok.data.shards import TarMember, index_shards, read_tar_list
 from s3tok.data.wav_scp import WavEntry, read_wav_scp, scan_audio_dir
 
 PathLike = Union[str, os.PathLike]
+
+if TYPE_CHECKING:  # pyarrow is optional: the parquet module is imported only when used
+    from s3tok.data.parquet import ParquetRow
 
 
 @dataclass(frozen=True)
