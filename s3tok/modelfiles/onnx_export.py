@@ -14,13 +14,12 @@ are padding). Utterances over 30 s must be cut into windows outside the graph, a
 :func:`random_model` makes a model with random weights of an official configuration, e.g. to benchmark
 official-size graphs without the official files::
 
-    python -m s3tok.modelfiles.onnx_export --random-init --version speech_tokenizer_v2_25hz out.onnx
+    s3tok export-onnx --random-init --version speech_tokenizer_v2_25hz out.onnx
 """
 from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -501,14 +500,3 @@ def random_model(name: str, *, width: Optional[int] = None, heads: Optional[int]
             torch.nn.functional.normalize(codes - mu[:, None] * (mu @ codes)[None, :], dim=0))
     model.source = f"random:{name}:seed={seed}"
     return model
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m s3tok.modelfiles.onnx_export`` is ``s3tok export-onnx``."""
-    from s3tok.bin.export_onnx import main as cli_main
-
-    return cli_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
