@@ -34,13 +34,3 @@ def report(logger, e: Exception) -> int:
         return FAULT
     logger.error("%s", e)
     return BAD_INPUT
-
-
-def add_max_duration(parser) -> None:
-    """The ``--max_duration`` option of the stages that decode audio."""
-    from s3tok.data.audio import MAX_DURATION
-
-    parser.add_argument("--max_duration", type=float, default=MAX_DURATION,
-                        help="seconds; a longer utterance fails (to utt2fail) before its samples are allocated, "
-                             "and a wav.scp pipe may write at most what that much 48 kHz stereo audio takes "
-                             f"(default {MAX_DURATION:.0f})")

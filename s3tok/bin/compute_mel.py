@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 from s3tok.data.sources import select_source
 from s3tok import exit_codes
-from s3tok.data.audio import duration_limit
+from s3tok.bin import add_max_duration, within_duration_limit
 from s3tok.util.logging_setup import setup_logging
 from s3tok.stages.mel_job import run_mel_job
 from s3tok.stages.sharding import job_shard
@@ -30,7 +30,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--job", type=int, default=0)
     p.add_argument("--num_workers", type=int, default=2, help="decoding threads")
     p.add_argument("--base_dir", default=None, help="resolve relative wav.scp paths against this directory")
-    exit_codes.add_max_duration(p)
+    add_max_duration(p)
     p.add_argument("--max_fail_ratio", type=float, default=1.0,
                    help="exit 1 above this share of failures (default 1: leave the decision to the merge)")
     p.add_argument("--no_progress", action="store_true")
@@ -40,11 +40,7 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logging()
-    if not args.max_duration > 0:
-        logger.error("--max_duration must be positive, got %s", args.max_duration)
-        return exit_codes.BAD_INPUT
-    with duration_limit(args.max_duration):  # this command's limit; the caller's comes back after
-        return _main(args, argv)
+    return within_duration_limit(logger, args, lambda: _main(args, argv))
 
 
 def _main(args, argv: Optional[Sequence[str]]) -> int:

@@ -23,7 +23,7 @@ from s3tok.api import PRECISIONS, load_model
 from s3tok.util.cpu_memory import keep_freed_memory
 from s3tok.data.sources import add_container_arguments, container_sources, select_source
 from s3tok import exit_codes
-from s3tok.data.audio import duration_limit
+from s3tok.bin import add_max_duration, within_duration_limit
 from s3tok.util.logging_setup import setup_logging
 from s3tok.stages.pipeline import ModelFault
 from s3tok.stages.sharding import distributed_job, job_shard, num_frames_file_for
@@ -59,7 +59,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--base_dir", default=None, help="resolve relative wav.scp paths against this directory "
                                                    "(default: the current directory)")
-    exit_codes.add_max_duration(p)
+    add_max_duration(p)
     p.add_argument("--max_fail_ratio", type=float, default=0.05,
                    help="exit 1 when a larger share of utterances failed")
     p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
@@ -71,11 +71,7 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logging(args.verbose)
-    if not args.max_duration > 0:
-        logger.error("--max_duration must be positive, got %s", args.max_duration)
-        return exit_codes.BAD_INPUT
-    with duration_limit(args.max_duration):  # this command's limit; the caller's comes back after
-        return _main(args, argv)
+    return within_duration_limit(logger, args, lambda: _main(args, argv))
 
 
 def _main(args, argv: Optional[Sequence[str]]) -> int:
