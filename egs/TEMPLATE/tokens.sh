@@ -36,6 +36,9 @@ gpu_opt=""; [ "${device%%:*}" = cuda ] && gpu_opt="--gpu 1"
 threads=$(( $(nproc) / nj )); [ "$threads" -ge 1 ] || threads=1   # jobs share the cores, no oversubscription
 tag=$(basename "${model%.onnx}")
 stages() { [ "$stage" -le "$2" ] && [ "$stop_stage" -ge "$1" ]; }   # does the run include stages $1..$2?
+# A set is a Kaldi data dir (wav.scp), or tar shards read in place (data/<set>/shards.list, + text/utt2spk).
+sharded() { [ -f "data/$1/shards.list" ]; }
+source_of() { if sharded "$1"; then echo "--tar_list data/$1/shards.list"; else echo "--data_dir data/$1"; fi; }
 
 # Fail now, not hours later: the model must resolve, and the packages of the stages asked for must import.
 require=""; stages 4 4 && require=onnxruntime; stages 5 5 && require="$require,matplotlib"
@@ -48,12 +51,13 @@ if [ "$stage" -le 0 ]; then   # the recipe's own stages up to 0 (aishell: -1 dow
   local/data.sh --stage "$stage" --stop_stage "$last" --sets "$sets" \
     $local_data_opts ${corpus_dir:+--corpus_dir "$corpus_dir"}
   if [ "$stop_stage" -ge 0 ]; then
-    for set in $sets; do "$root/utils/validate_data_dir.sh" --no-feats "data/$set"; done
+    for set in $sets; do sharded "$set" || "$root/utils/validate_data_dir.sh" --no-feats "data/$set"; done
   fi
 fi
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ] && [ "$use_mel" = true ]; then
   for set in $sets; do
+    if sharded "$set"; then log "Stage 1: data/$set is read from its tar shards in stage 2"; continue; fi
     log "Stage 1: log-mels of data/$set ($nj jobs, logs in exp/mel/$set/log)"
     $cmd --num-threads "$threads" JOB=1:"$nj" "exp/mel/$set/log/mel.JOB.log" \
       s3tok compute-mel --data_dir "data/$set" --output_dir "exp/mel/$set" \
@@ -65,7 +69,7 @@ fi
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   model_path=$(s3tok resolve-model --model "$model" --demo_dir exp/models)
   for set in $sets; do
-    input="--data_dir data/$set"; [ "$use_mel" = true ] && input="--feats_scp data/$set/feats.scp"
+    input=$(source_of "$set"); [ "$use_mel" = true ] && ! sharded "$set" && input="--feats_scp data/$set/feats.scp"
     log "Stage 2: tokens of data/$set with $model ($nj jobs, logs in exp/$tag/$set/log)"
     $cmd $gpu_opt --num-threads "$threads" JOB=1:"$nj" "exp/$tag/$set/log/tokenize.JOB.log" \
       s3tok tokenize $input --model "$model_path" --output_dir "exp/$tag/$set" \
@@ -77,10 +81,12 @@ fi
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   for set in $sets; do
     log "Stage 3: merge exp/$tag/$set into data/$set"
-    prior=""; [ "$use_mel" = true ] && prior="--prior_fail data/$set/mel_fail"
-    s3tok merge-tokens --data_dir "data/$set" --output_dir "exp/$tag/$set" --num_jobs "$nj" \
+    prior=""; [ "$use_mel" = true ] && ! sharded "$set" && prior="--prior_fail data/$set/mel_fail"
+    consistent="--consistent_dir data/$set/tokenized"; sharded "$set" && consistent=""
+    # shellcheck disable=SC2046
+    s3tok merge-tokens $(source_of "$set") --output_dir "exp/$tag/$set" --num_jobs "$nj" \
       --dest "data/$set" --utt2speech_token "data/$set/utt2speech_token.pt" $prior \
-      --consistent_dir "data/$set/tokenized" --max_fail_ratio "$max_fail_ratio"
+      $consistent --max_fail_ratio "$max_fail_ratio"
   done
 fi
 
@@ -88,7 +94,8 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   model_path=$(s3tok resolve-model --model "$model" --demo_dir exp/models)
   for set in $sets; do
     log "Stage 4: parity of data/$set/tokens.scp with onnxruntime ($parity_utts utterances)"
-    s3tok score-parity --data_dir "data/$set" --tokens "data/$set/tokens.scp" --model "$model_path" \
+    # shellcheck disable=SC2046
+    s3tok score-parity $(source_of "$set") --tokens "data/$set/tokens.scp" --model "$model_path" \
       --num_utts "$parity_utts" --max_miss_rate "$max_miss_rate" --output "exp/$tag/$set/parity.json"
   done
 fi

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from s3tok.data.sources import select_source
+from s3tok.data.sources import add_container_arguments, container_sources, select_source
 from s3tok.util.fsutil import atomic_write_text
 from s3tok.util.logging_setup import setup_logging
 
@@ -23,6 +23,7 @@ def get_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data_dir", help="the data dir that was tokenized (audio: wav.scp + segments)")
     src.add_argument("--wav_scp")
+    add_container_arguments(p, src)
     p.add_argument("--tokens", required=True, help="s3tok's tokens: tokens.scp (Kaldi table) or tokens.txt")
     p.add_argument("--model", required=True, help="the ONNX file (or official name) the tokens claim to be from")
     p.add_argument("--num_utts", type=int, default=200, help="utterances to compare (deterministic sample; "
@@ -57,7 +58,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         ours = read_tokens(Path(args.tokens))
-        utts = {u.key: u for u in select_source(data_dir=args.data_dir, wav_scp=args.wav_scp)}
+        utts = {u.key: u for u in select_source(data_dir=args.data_dir, wav_scp=args.wav_scp, **container_sources(args))}
         onnx_path, sha = resolve_onnx(args.model)
         config = read_onnx(onnx_path).config
         session = ort_session(onnx_path, args.threads)
