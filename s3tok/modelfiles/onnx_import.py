@@ -184,15 +184,9 @@ def _weight_input(t: _GraphTensors, node) -> Optional[str]:
     return names[0] if len(names) == 1 else None
 
 
-def read_onnx(path: PathLike) -> ImportedModel:
-    """Identify and read an official-layout S3 tokenizer ONNX file."""
-    model = _load_graph(path)
-    t = _GraphTensors(model.graph)
-    pl = _Placer(t)
-    notes: List[str] = []
-    where = str(path)
-
-    # --- convolutions: front-end convs (kernel 3, one group) in graph order; FSMN convs by name.
+def _front_convs(t: _GraphTensors, pl: _Placer, where: str) -> Tuple[list, List[int]]:
+    """The two front-end convolutions (kernel 3, one group, in graph order) and their strides; FSMN
+    convolutions are placed by name on the way."""
     front_convs = []
     for n in t.nodes:
         if n.op_type != "Conv":
@@ -213,7 +207,12 @@ def read_onnx(path: PathLike) -> ImportedModel:
             pl.place(f"encoder.{name}.bias", n.input[2])
         strides.append(int((_attr(n, "strides", [1]) or [1])[0]))
 
-    # --- transformer blocks, by consuming node name.
+    return front_convs, strides
+
+
+def _blocks(t: _GraphTensors, pl: _Placer) -> Tuple[int, set, set]:
+    """The transformer blocks' weights, by the names of the nodes that consume them: ``(depth, LayerNorm
+    forms seen, LayerNorm epsilons seen)``."""
     depth = 0
     layernorm_forms = set()
     ln_eps_values = set()
@@ -252,20 +251,25 @@ def read_onnx(path: PathLike) -> ImportedModel:
             eps = [t.values[x] for x in n.input if x in t.values]
             if eps and eps[0].size == 1:
                 ln_eps_values.add(float(eps[0].reshape(())))
-    if depth == 0:
-        raise OnnxImportError(f"{where}: not an S3 tokenizer graph: no '/blocks.N/' nodes found")
+    return depth, layernorm_forms, ln_eps_values
 
-    # --- positional table (v1): a [P, D] tensor sliced by position.
-    width = int(t.values[front_convs[0].input[1]].shape[0])
-    positional = "rotary"
+
+def _positional_table(t: _GraphTensors, pl: _Placer, width: int) -> Tuple[str, int]:
+    """v1's learned positions: a ``[P, width]`` initializer that is sliced. ``("table", P)`` or
+    ``("rotary", 1500)`` when there is none."""
+    positional, max_positions = "rotary", 1500
     for name, arr in t.values.items():
         if arr.ndim == 2 and arr.shape[1] == width and any(c.op_type == "Slice" for c, _ in t.consumers[name]) \
                 and t.from_initializer[name]:
             pl.place("encoder.positional_embedding", name)
             positional = "table"
             max_positions = int(arr.shape[0])
+    return positional, max_positions
 
-    # --- quantizer: VQ codebook [D, K] consumed by ``.../_codebook/Pow_1``, or FSQ projection under /quantizer/.
+
+def _quantizer(t: _GraphTensors, pl: _Placer, where: str) -> Tuple[str, int]:
+    """The VQ codebook ``[D, K]`` (consumed by ``.../_codebook/Pow_1``) or the FSQ projection under
+    ``/quantizer/``: ``(kind, codebook size)``."""
     quantizer = None
     codebook_size = 0
     for n in t.nodes:
@@ -291,13 +295,15 @@ def read_onnx(path: PathLike) -> ImportedModel:
     if quantizer is None:
         raise OnnxImportError(f"{where}: not an S3 tokenizer graph: no VQ codebook or FSQ projection "
                               "under '/quantizer/'")
+    return quantizer, codebook_size
 
-    # --- rotary tables (v2, v3): check them against ours rather than trusting a different formula.
+
+def _check_rotary_tables(t: _GraphTensors, pl: _Placer, where: str, notes: List[str]) -> bool:
+    """v2/v3's stored rotary tables, checked against s3tok's own (theta 1e4) rather than trusted."""
     rotary_tables = [name for name, arr in t.values.items()
                      if not t.from_initializer[name] and arr.ndim == 2 and arr.dtype.kind == "f"
                      and any(c.op_type == "Slice" for c, _ in t.consumers[name])]
     if rotary_tables:
-        positional = "rotary"
         half = t.values[rotary_tables[0]].shape[1]
         cos, sin = rotary_table(t.values[rotary_tables[0]].shape[0], 2 * half, 10000.0)
         for name in rotary_tables:
@@ -306,6 +312,27 @@ def read_onnx(path: PathLike) -> ImportedModel:
                 raise OnnxImportError(f"{where}: rotary table {name} does not match theta=10000, dim={2 * half}")
             pl.used.add(name)
         notes.append(f"rotary tables checked ({len(rotary_tables)} x {list(t.values[rotary_tables[0]].shape)})")
+    return bool(rotary_tables)
+
+
+def read_onnx(path: PathLike) -> ImportedModel:
+    """Identify and read an official-layout S3 tokenizer ONNX file: the graph is loaded (external data
+    checked), its weights placed step by step, the version identified from its structure, and everything
+    checked against the model before anything is built."""
+    model = _load_graph(path)
+    t = _GraphTensors(model.graph)
+    pl = _Placer(t)
+    notes: List[str] = []
+    where = str(path)
+    front_convs, strides = _front_convs(t, pl, where)
+    depth, layernorm_forms, ln_eps_values = _blocks(t, pl)
+    if depth == 0:
+        raise OnnxImportError(f"{where}: not an S3 tokenizer graph: no '/blocks.N/' nodes found")
+    width = int(t.values[front_convs[0].input[1]].shape[0])
+    positional, max_positions = _positional_table(t, pl, width)
+    quantizer, codebook_size = _quantizer(t, pl, where)
+    if _check_rotary_tables(t, pl, where, notes):
+        positional = "rotary"
 
     # --- everything weight-like must have been placed.
     leftover = sorted(n for n in t.values if t.is_weight(n) and n not in pl.used
