@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 from s3tok import exit_codes
 from s3tok.data.kaldi_dir import utt2spk_to_spk2utt, write_spk2utt, write_text, write_utt2spk
-from s3tok.data.shards import read_tar_list, shard_metadata
+from s3tok.data.shards import read_path_list, shard_metadata
 from s3tok.util.fsutil import atomic_write_lines
 from s3tok.util.logging_setup import setup_logging
 
@@ -32,7 +32,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logging()
     try:
-        text, spk, problems = shard_metadata(read_tar_list(args.tar_list), args.text_field, args.speaker_field,
+        text, spk, problems = shard_metadata(read_path_list(args.tar_list), args.text_field, args.speaker_field,
                                              args.tar_shard_keys)
         d = Path(args.data_dir)
         d.mkdir(parents=True, exist_ok=True)

@@ -106,10 +106,10 @@ def index_parquet_list(list_file: PathLike, key_column: str = "utt", audio_colum
                        audio_field: Optional[str] = None) -> List[Tuple[str, ParquetRow]]:
     """All rows of the parquet files listed in ``list_file`` (one path per line, relative ones against the
     list's folder; CosyVoice's ``data.list`` is such a list); keys must be unique."""
-    from s3tok.data.shards import read_tar_list
+    from s3tok.data.shards import read_path_list
 
     out, first = [], {}
-    for path in read_tar_list(list_file):
+    for path in read_path_list(list_file):
         if not os.path.isfile(path):
             raise ValueError(f"{path}: no such parquet file")
         for key, row in index_parquet(path, key_column, audio_column, audio_field):

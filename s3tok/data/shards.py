@@ -123,7 +123,7 @@ def index_tar(path: PathLike) -> ShardIndex:
     return ShardIndex(tar, audio, meta, no_audio, damage)
 
 
-def read_tar_list(list_file: PathLike) -> List[str]:
+def read_path_list(list_file: PathLike) -> List[str]:
     """The paths of a list file (one per line, ``#`` comments; relative ones against the list file's folder)."""
     base = Path(list_file).parent
     out = []

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, Union
 
 from s3tok.data.kaldi_dir import iter_utterances
 from s3tok.data.lines import read_lines
-from s3tok.data.shards import TarMember, index_shards, read_tar_list
+from s3tok.data.shards import TarMember, index_shards, read_path_list
 from s3tok.data.wav_scp import WavEntry, read_wav_scp, scan_audio_dir
 
 PathLike = Union[str, os.PathLike]
@@ -65,7 +65,7 @@ def from_data_dir(data_dir: PathLike) -> List[Utterance]:
 
 def from_tar_list(path: PathLike, shard_key: bool = False) -> List[Utterance]:
     """The audio members of the tar shards listed in ``path`` (see :mod:`s3tok.data.shards`)."""
-    return [Utterance(k, member=m) for k, m in index_shards(read_tar_list(path), shard_key)]
+    return [Utterance(k, member=m) for k, m in index_shards(read_path_list(path), shard_key)]
 
 
 def from_parquet_list(path: PathLike, key_column: str = "utt", audio_column: str = "audio_data",

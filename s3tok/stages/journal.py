@@ -110,11 +110,6 @@ def mark_done(output_dir: PathLike, stage: str, job: Optional[int] = None, info:
     return path
 
 
-def is_done(output_dir: PathLike, stage: str, job: Optional[int] = None) -> bool:
-    """Whether the marker is there and every output it lists still has the size it was written with."""
-    return done_info(output_dir, stage, job) is not None
-
-
 def done_info(output_dir: PathLike, stage: str, job: Optional[int] = None) -> Optional[dict]:
     """The marker's info when the step is done and its outputs are intact; None otherwise (logged when an
     output went missing or changed size)."""
@@ -135,11 +130,6 @@ def done_info(output_dir: PathLike, stage: str, job: Optional[int] = None) -> Op
                            name, "missing" if now is None else f"{now} bytes", size)
             return None
     return info
-
-
-def read_done(output_dir: PathLike, stage: str, job: Optional[int] = None) -> dict:
-    """The info stored in a completion marker ({} when absent, unreadable or its outputs changed)."""
-    return done_info(output_dir, stage, job) or {}
 
 
 def clear_done(output_dir: PathLike, stage: str, job: Optional[int] = None) -> None:

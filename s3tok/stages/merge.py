@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from s3tok.util.fsutil import atomic_write_lines, publish, remove_leftovers
+from s3tok.util.fsutil import publish, remove_leftovers
 from s3tok.stages import protocol
 from s3tok.stages.journal import clear_done, mark_done
 from s3tok.stages.protocol import MergeError, check_coverage, read_pairs  # noqa: F401 - part of this API
@@ -91,16 +91,6 @@ def _torch_save(obj, path: Path) -> None:
     import torch
 
     torch.save(obj, path)
-
-
-def write_utt2speech_token(path: PathLike, tokens: Dict[str, List[int]]) -> None:
-    """CosyVoice's ``utt2speech_token.pt``: ``torch.save`` of ``dict[str, list[int]]``, written atomically."""
-    publish([(Path(path), lambda tmp: _torch_save(dict(tokens), tmp))])
-
-
-def write_jsonl(path: PathLike, tokens: Dict[str, List[int]]) -> None:
-    """One ``{"key": ..., "code": [...]}`` object per line."""
-    atomic_write_lines(path, [json.dumps({"key": k, "code": v}, ensure_ascii=False) for k, v in tokens.items()])
 
 
 CONSISTENT_MARK = ".s3tok_consistent"
