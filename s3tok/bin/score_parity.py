@@ -8,8 +8,7 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Optional, Sequence
 
 from s3tok.data.sources import add_container_arguments, container_sources, select_source
 from s3tok.util.fsutil import atomic_write_text
@@ -35,54 +34,22 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def read_tokens(path: Path) -> Dict[str, List[int]]:
-    """tokens.scp (Kaldi int32 vectors) or a text file of ``key t1 t2 ...`` lines."""
-    if path.suffix == ".scp":
-        import kaldi_native_io
-
-        return {k: list(v) for k, v in kaldi_native_io.SequentialInt32VectorReader(f"scp:{path}")}
-    out = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        key, *toks = line.split()
-        out[key] = [int(t) for t in toks]
-    return out
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logging()
-    from s3tok.modelfiles.hub import resolve_onnx
-    from s3tok.modelfiles.onnx_import import OnnxImportError, read_onnx
-    from s3tok.checks.parity import ParityUnavailable, format_table, ort_session, sample_keys, score, summarize
-    from s3tok.stages.pipeline import featurize
+    from s3tok.modelfiles.onnx_import import OnnxImportError
+    from s3tok.checks.parity import ParityUnavailable, format_table, run_parity
 
     try:
-        ours = read_tokens(Path(args.tokens))
         utts = {u.key: u for u in select_source(data_dir=args.data_dir, wav_scp=args.wav_scp, **container_sources(args))}
-        onnx_path, sha = resolve_onnx(args.model)
-        config = read_onnx(onnx_path).config
-        session = ort_session(onnx_path, args.threads)
-    except ParityUnavailable as e:
+        result = run_parity(args.tokens, utts, args.model, args.num_utts, args.threads, args.base_dir)
+    except (ParityUnavailable, ValueError, OSError, RuntimeError, OnnxImportError) as e:
         logger.error("%s", e)
         return 2
-    except (ValueError, OSError, RuntimeError, OnnxImportError) as e:
-        logger.error("%s", e)
-        return 2
-    keys = sample_keys([k for k in utts if k in ours], args.num_utts)
-    missing = [k for k in utts if k not in ours]
-    logger.info("comparing %d of %d utterances with %s (onnxruntime, batch 1, %d thread(s)); %d have no tokens",
-                len(keys), len(utts), onnx_path, args.threads, len(missing))
-    mels = {}
-    for k in keys:
-        try:
-            mels[k] = featurize(utts[k], args.base_dir).mel
-        except Exception as e:  # noqa: BLE001 - an utterance s3tok tokenized but we cannot decode now
-            logger.warning("%s: cannot compute its log-mel (%s); left out", k, e)
-    report = summarize(score(ours, mels, session, config), missing)
-    result = {"model": str(onnx_path), "onnx_sha256": sha, "version": config.version, "tokens": args.tokens,
-              "sampled": len(keys), "max_miss_rate": args.max_miss_rate, **report.to_dict()}
+    report = result.pop("report")
+    result = {**result, "tokens": args.tokens, "max_miss_rate": args.max_miss_rate, **report.to_dict()}
     atomic_write_text(args.output, json.dumps(result, indent=1, ensure_ascii=False) + "\n")
-    logger.info("%s\n(report in %s)", format_table(report, f"of {args.tokens} vs {onnx_path}"), args.output)
+    logger.info("%s\n(report in %s)", format_table(report, f"of {args.tokens} vs {result['model']}"), args.output)
     if report.miss_rate > args.max_miss_rate:
         logger.error("miss rate %.4f %% is above --max_miss_rate %.4f %%: these tokens are not the official "
                      "model's (worst: %s)", 100 * report.miss_rate, 100 * args.max_miss_rate,

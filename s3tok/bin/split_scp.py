@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
-from s3tok.data.split import split_by_weight, split_contiguous
+from s3tok.data.split import split_file
+from s3tok.util.fsutil import atomic_write_bytes
 from s3tok.util.logging_setup import setup_logging
 
 logger = logging.getLogger("s3tok.split_scp")
@@ -36,54 +35,6 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _write_atomic(path: Path, lines: Sequence[bytes]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.writelines(lines)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _weights(lines: Sequence[bytes], utt2dur: str, input_name: str) -> List[float]:
-    durs = {}
-    with open(utt2dur, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            parts = raw.split()
-            if not parts:
-                continue
-            try:
-                if len(parts) != 2:
-                    raise ValueError
-                durs[parts[0]] = float(parts[1])
-            except ValueError:
-                raise ValueError(f"{utt2dur}:{lineno}: expected 'key seconds', got {raw!r}") from None
-    out = []
-    for lineno, line in enumerate(lines, 1):
-        parts = line.split(maxsplit=1)
-        key = parts[0] if parts else b""
-        if key not in durs:
-            raise ValueError(f"{input_name}:{lineno}: key {key.decode('utf-8', 'replace')!r} is not in {utt2dur}")
-        out.append(durs[key])
-    return out
-
-
-def split_file(input_path: str, n: int, utt2dur: Optional[str] = None) -> List[List[bytes]]:
-    """The pieces of ``input_path`` (lines as bytes, each ending in a newline)."""
-    with open(input_path, "rb") as f:
-        lines = f.readlines()
-    if lines and not lines[-1].endswith(b"\n"):
-        lines[-1] += b"\n"
-    if not lines:
-        raise ValueError(f"{input_path}: empty, nothing to split")
-    if utt2dur:
-        return split_by_weight(lines, _weights(lines, utt2dur, input_path), n)
-    return split_contiguous(lines, n)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logging()
@@ -98,7 +49,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             pieces = split_file(args.input, args.num_pieces, args.utt2dur)
             out_dir, name = Path(args.outputs[0]), Path(args.input).name
             for j, piece in enumerate(pieces, 1):
-                _write_atomic(out_dir / str(j) / name, piece)
+                atomic_write_bytes(out_dir / str(j) / name, b"".join(piece))
             stale = out_dir / str(len(pieces) + 1) / name
             if stale.exists():
                 logger.warning("%s is left from an earlier split into more pieces; only 1..%d are current",
@@ -116,7 +67,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          args.input, len(pieces), n)
             return 1
         for out, piece in zip(args.outputs, pieces):
-            _write_atomic(Path(out), piece)
+            atomic_write_bytes(out, b"".join(piece))
         return 0
     except (OSError, ValueError) as e:
         logger.error("%s", e)

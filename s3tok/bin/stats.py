@@ -13,17 +13,14 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence
 
 from s3tok.util.fsutil import atomic_write_text
 from s3tok.util.logging_setup import setup_logging
-from s3tok.checks.stats import Thresholds, TokenSet, load_set, read_utt2num_frames, summary_lines, token_stats
+from s3tok.checks.stats import Thresholds, summary_lines, token_stats
+from s3tok.checks.stats_sources import choose_model_info, load_set_with, write_report_plots
 
 logger = logging.getLogger("s3tok.checks.stats")
-
-#: ``(source name, token rate, codebook size, model name or None)``
-ModelInfo = Tuple[str, float, int, Optional[str]]
-
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="s3tok stats", description=__doc__,
@@ -52,65 +49,14 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def model_info(model: str) -> ModelInfo:
-    """Rate, codebook size and version of ``--model``: an official name, an .onnx file or a converted folder."""
-    from s3tok.modelfiles.resolve import model_config
-
-    cfg = model_config(model)
-    return f"--model {model}", cfg.token_rate, cfg.codebook_size, cfg.version
-
-
-def choose_model_info(ts: TokenSet, args: argparse.Namespace) -> Tuple[ModelInfo, List[str]]:
-    """The first known of tokenizer.json, --model, the flags; and a warning for each source that disagrees."""
-    sources: List[ModelInfo] = []
-    if ts.token_rate and ts.codebook_size:
-        sources.append((str(ts.tokenizer_path), float(ts.token_rate), int(ts.codebook_size),
-                        (ts.tokenizer or {}).get("model")))
-    if args.model:
-        sources.append(model_info(args.model))
-    if (args.token_rate is None) != (args.codebook_size is None):
-        raise ValueError("--token_rate and --codebook_size go together")
-    if args.token_rate is not None:
-        sources.append(("--token_rate/--codebook_size", args.token_rate, args.codebook_size, None))
-    if not sources:
-        raise ValueError(f"{ts.path}: token rate and codebook size unknown (no tokenizer.json beside it): pass "
-                         "--model NAME or --token_rate and --codebook_size")
-    first, warnings = sources[0], []
-    for other in sources[1:]:
-        same_model = first[3] is None or other[3] is None or first[3] == other[3]
-        if (first[1], first[2]) != (other[1], other[2]) or not same_model:
-            warnings.append(f"model: {first[0]} says {_describe(first)} but {other[0]} says {_describe(other)}: "
-                            "these tokens were not made by the model you expect")
-    if (ts.tokenizer or {}).get("random_init"):
-        warnings.append(f"model: {ts.tokenizer_path} says the tokens were made by a random-weight test model "
-                        "(random_init): they are meaningless")
-    return first, warnings
-
-
-def _describe(info: ModelInfo) -> str:
-    name = f"{info[3]}, " if info[3] else ""
-    return f"{name}{info[1]:g} Hz, {info[2]} codes"
-
-
-def _load(args: argparse.Namespace) -> TokenSet:
-    from s3tok.data.kaldi_dir import read_utt2dur
-    ts = load_set(args.input)
-    if args.utt2num_frames:
-        ts.frames, ts.durations, ts.durations_path = (read_utt2num_frames(args.utt2num_frames),
-                                                      None, Path(args.utt2num_frames))
-    elif args.utt2dur:
-        ts.frames, ts.durations, ts.durations_path = None, read_utt2dur(args.utt2dur), Path(args.utt2dur)
-    return ts
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logging(args.verbose)
     th = Thresholds(max_repeat_share=args.max_repeat_share, min_distinct_ratio=args.min_distinct_ratio,
                     rate_tolerance=args.rate_tolerance, max_suspicious_share=args.max_suspicious_share)
     try:
-        ts = _load(args)
-        (source, rate, k, name), model_warnings = choose_model_info(ts, args)
+        ts = load_set_with(args.input, args.utt2num_frames, args.utt2dur)
+        (source, rate, k, name), model_warnings = choose_model_info(ts, args.model, args.token_rate, args.codebook_size)
         stats = token_stats(ts.tokens, k, rate, ts.durations, frames=ts.frames, thresholds=th)
     except (ValueError, OSError) as e:
         logger.error("%s", e)
@@ -130,22 +76,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for line in summary_lines(stats):
         logger.info("  %s", line)
     if not args.no_plots:
-        _plots(ts, k, rate, out_dir, report)
+        write_report_plots(ts, k, rate, out_dir, report)
     for w in stats["warnings"]:
         logger.warning("%s", w)
     n = len(stats["warnings"])
     logger.info("%s: %s; wrote %s", ts.path, f"{n} warning(s)" if n else "no warnings", out_dir / "token_stats.json")
     return 1 if n and args.fail_on_warning else 0
-
-
-def _plots(ts: TokenSet, k: int, rate: float, out_dir: Path, stats: Dict[str, Any]) -> None:
-    try:
-        from s3tok.checks.stats_plots import write_plots
-
-        title = f"{ts.path}: {stats['model'] + ', ' if stats.get('model') else ''}{rate:g} Hz, {k} codes"
-        write_plots(ts.tokens, k, rate, out_dir, ts.durations, ts.frames, title=title, stats=stats)
-    except ImportError as e:
-        logger.warning("plots skipped: %s", e)
 
 
 if __name__ == "__main__":

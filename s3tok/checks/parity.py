@@ -142,3 +142,34 @@ def format_table(rep: ParityReport, label: str = "") -> str:
             lines.append(f"    {w['key']}: {w['mismatches']} / {w['tokens']} "
                          f"({100 * float(w['miss_rate']):.2f} %){length}")
     return "\n".join(lines)
+
+
+def run_parity(tokens_path: PathLike, utts: Mapping[str, "object"], model: str, num_utts: int = 200,
+               threads: int = 1, base_dir: Union[None, PathLike] = None) -> Dict[str, object]:
+    """Run the ONNX file ``model`` (a path or an official name) with onnxruntime at batch 1 on a
+    deterministic sample of ``utts`` (``{key: Utterance}``) and compare with the tokens in ``tokens_path``.
+    Returns the report as a dict (``report`` holds the :class:`ParityReport`). Raises ValueError, OSError
+    or :class:`ParityUnavailable` before any work when an input is unusable."""
+    from s3tok.checks.stats import read_token_table
+    from s3tok.modelfiles.hub import resolve_onnx
+    from s3tok.modelfiles.onnx_import import read_onnx
+    from s3tok.stages.pipeline import featurize
+
+    ours = {k: v.tolist() for k, v in read_token_table(tokens_path).items()}
+    onnx_path, sha = resolve_onnx(model)
+    config = read_onnx(onnx_path).config
+    session = ort_session(onnx_path, threads)
+    keys = sample_keys([k for k in utts if k in ours], num_utts)
+    missing = [k for k in utts if k not in ours]
+    logger.info("comparing %d of %d utterances with %s (onnxruntime, batch 1, %d thread(s)); %d have no tokens",
+                len(keys), len(utts), onnx_path, threads, len(missing))
+    mels = {}
+    for k in keys:
+        try:
+            mels[k] = featurize(utts[k], base_dir).mel
+        except Exception as e:  # noqa: BLE001 - an utterance s3tok tokenized but we cannot decode now
+            logger.warning("%s: cannot compute its log-mel (%s); left out", k, e)
+    report = summarize(score(ours, mels, session, config), missing)
+    return {"model": str(onnx_path), "onnx_sha256": sha, "version": config.version, "tokens": str(tokens_path),
+            "sampled": len(keys), "report": report}
+

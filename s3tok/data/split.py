@@ -8,7 +8,7 @@ stage's ``--num_jobs/--job`` shard, so a split file and a job's shard hold the s
 from __future__ import annotations
 
 import math
-from typing import List, Sequence, TypeVar
+from typing import List, Optional, Sequence, TypeVar
 
 T = TypeVar("T")
 
@@ -64,3 +64,39 @@ def split_by_weight(keys: Sequence[T], weights: Sequence[float], n: int) -> List
         bounds.append(b)
     bounds.append(count)
     return [list(keys[bounds[j]:bounds[j + 1]]) for j in range(k)]
+
+
+def _weights(lines: Sequence[bytes], utt2dur: str, input_name: str) -> List[float]:
+    durs = {}
+    with open(utt2dur, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            parts = raw.split()
+            if not parts:
+                continue
+            try:
+                if len(parts) != 2:
+                    raise ValueError
+                durs[parts[0]] = float(parts[1])
+            except ValueError:
+                raise ValueError(f"{utt2dur}:{lineno}: expected 'key seconds', got {raw!r}") from None
+    out = []
+    for lineno, line in enumerate(lines, 1):
+        parts = line.split(maxsplit=1)
+        key = parts[0] if parts else b""
+        if key not in durs:
+            raise ValueError(f"{input_name}:{lineno}: key {key.decode('utf-8', 'replace')!r} is not in {utt2dur}")
+        out.append(durs[key])
+    return out
+
+
+def split_file(input_path: str, n: int, utt2dur: Optional[str] = None) -> List[List[bytes]]:
+    """The pieces of ``input_path`` (lines as bytes, each ending in a newline)."""
+    with open(input_path, "rb") as f:
+        lines = f.readlines()
+    if lines and not lines[-1].endswith(b"\n"):
+        lines[-1] += b"\n"
+    if not lines:
+        raise ValueError(f"{input_path}: empty, nothing to split")
+    if utt2dur:
+        return split_by_weight(lines, _weights(lines, utt2dur, input_path), n)
+    return split_contiguous(lines, n)
