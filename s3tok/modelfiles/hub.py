@@ -96,15 +96,22 @@ def download_model(name: str, home: Optional[PathLike] = None, progress: bool = 
                           desc=name, hint="or pass its path to load_model / --model")
 
 
-def resolve_onnx(path_or_name: PathLike, home: Optional[PathLike] = None, progress: bool = True) -> Tuple[Path, str]:
-    """``(local ONNX path, its SHA-256)`` for a file path or an official name (downloaded if needed)."""
+def onnx_path(path_or_name: PathLike, home: Optional[PathLike] = None, progress: bool = True) -> Path:
+    """The local ONNX file of a path or an official name (downloaded if needed): the one place a model
+    name becomes a file."""
     p = Path(path_or_name)
     if p.is_file():
-        return p, file_sha256(p, home)
-    name = str(path_or_name)
-    if name in REGISTRY:
-        return download_model(name, home, progress), REGISTRY[name].sha256
+        return p
+    if str(path_or_name) in REGISTRY:
+        return download_model(str(path_or_name), home, progress)
     raise FileNotFoundError(f"{path_or_name}: no such model file, and not one of {', '.join(REGISTRY)}")
+
+
+def resolve_onnx(path_or_name: PathLike, home: Optional[PathLike] = None, progress: bool = True) -> Tuple[Path, str]:
+    """``(local ONNX path, its SHA-256)`` for a file path or an official name (downloaded if needed)."""
+    path = onnx_path(path_or_name, home, progress)
+    name = str(path_or_name)
+    return path, (REGISTRY[name].sha256 if path != Path(name) else file_sha256(path, home))
 
 
 def converted_dir(sha256: str, home: Optional[PathLike] = None) -> Path:

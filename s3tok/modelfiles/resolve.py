@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from s3tok.model.config import S3Config, official_config
-from s3tok.modelfiles.hub import REGISTRY, download_model
+from s3tok.modelfiles.hub import REGISTRY, onnx_path
 
 logger = logging.getLogger(__name__)
 
@@ -31,13 +31,16 @@ def demo_model(demo_dir: Path) -> Path:
 
 
 def resolve(model: str, demo_dir: Path) -> Path:
+    """The local path of ``--model``: ``demo`` (written once into ``demo_dir``), a converted folder, or
+    what :func:`s3tok.modelfiles.hub.onnx_path` makes of a file or an official name (downloaded)."""
     if model == "demo":
         return demo_model(demo_dir)
-    if model in REGISTRY:
-        return download_model(model)
-    if Path(model).exists():
+    if Path(model).is_dir():
         return Path(model)
-    raise ValueError(f"--model {model}: no such file, and not 'demo' or one of {', '.join(REGISTRY)}")
+    try:
+        return onnx_path(model)
+    except FileNotFoundError:
+        raise ValueError(f"--model {model}: no such file, and not 'demo' or one of {', '.join(REGISTRY)}") from None
 
 
 # What to install for each optional package a recipe stage may need.
