@@ -145,3 +145,27 @@ def test_bench_shards_smoke(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["tokens_equal"] and result["clips"] == 12 and result["rows"]["tars"]["best_s"] > 0
+
+
+def test_bench_report_updates_its_section_in_place():
+    """--update replaces only the marked block of docs/benchmarks.md (or appends one), so a rerun of the
+    bench regenerates its table there and leaves the prose around it."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import bench_report
+    finally:
+        sys.path.pop(0)
+    text = ("# B\n\nintro\n<!-- bench_report a -->\nold table\n<!-- /bench_report a -->\nreading it\n"
+            "<!-- bench_report b -->\nb table\n<!-- /bench_report b -->\n")
+    new = bench_report.update_section(text, "a", "new table\n")
+    assert new == text.replace("old table", "new table")
+    assert bench_report.update_section(new, "a", "new table\n") == new
+    appended = bench_report.update_section(text, "c", "c table")
+    assert appended.startswith(text.rstrip("\n")) and appended.endswith(
+        "\n\n<!-- bench_report c -->\nc table\n<!-- /bench_report c -->\n")
+    with pytest.raises(ValueError, match="no closing"):
+        bench_report.update_section("<!-- bench_report a -->\nx\n", "a", "y")
+    # the real file carries the blocks this tool regenerates
+    doc = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    for name in ("four-models", "short-clips"):
+        assert doc.count(f"<!-- bench_report {name} -->") == 1 and doc.count(f"<!-- /bench_report {name} -->") == 1

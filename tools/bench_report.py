@@ -2,6 +2,7 @@
 """Turn ``tools/bench.py --json`` results (one file per model) into the markdown of README's Speed section.
 
   python tools/bench_report.py bench/v1.json bench/v1_25hz.json bench/v2_25hz.json bench/v3_25hz.json
+  python tools/bench_report.py --update docs/benchmarks.md --section four-models bench/*.json
 
 Prints one summary table (audio seconds per second of every engine, one row per model version), then each
 version's full table as ``tools/bench.py`` printed it, headed by the machine, date and command of the run.
@@ -23,6 +24,10 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results", nargs="+", help="JSON files written by tools/bench.py --json")
     p.add_argument("--out", default=None, help="write the markdown here (default: standard output)")
+    p.add_argument("--update", default=None, metavar="MD",
+                   help="replace the --section block of this markdown file (between its <!-- bench_report "
+                        "NAME --> markers; appended at the end when absent)")
+    p.add_argument("--section", default=None, help="the block's name (with --update)")
     return p
 
 
@@ -117,8 +122,24 @@ def detail(run: Dict[str, object]) -> List[str]:
             f"{info['audio_seconds']:.1f} s; {peak_text(info)}", ""] + table(run) + rounds_note(run)
 
 
+def update_section(text: str, name: str, block: str) -> str:
+    """``text`` with the block between ``<!-- bench_report NAME -->`` and ``<!-- /bench_report NAME -->``
+    replaced by ``block`` (a new marked block at the end when there is none)."""
+    begin, end = f"<!-- bench_report {name} -->", f"<!-- /bench_report {name} -->"
+    marked = f"{begin}\n{block.rstrip()}\n{end}"
+    if begin not in text:
+        return text.rstrip("\n") + "\n\n" + marked + "\n"
+    head, rest = text.split(begin, 1)
+    if end not in rest:
+        raise ValueError(f"{begin} has no closing {end}")
+    return head + marked + rest.split(end, 1)[1]
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = get_parser().parse_args(argv)
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    if bool(args.update) != bool(args.section):
+        parser.error("--update and --section go together")
     from s3tok.util.logging_setup import setup_logging
 
     setup_logging()
@@ -140,6 +161,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for run in runs:
         out += ["", f"`{run['info']['command']}`", ""] + detail(run)
     text = "\n".join(out) + "\n"
+    if args.update:
+        from pathlib import Path
+        from s3tok.util.fsutil import atomic_write_text
+
+        md = Path(args.update)
+        atomic_write_text(md, update_section(md.read_text(encoding="utf-8") if md.exists() else "", args.section,
+                                             text))
+        logger.info("%s: section %s updated", md, args.section)
     if args.out:
         from s3tok.util.fsutil import atomic_write_text
 
