@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterable, List, Union
 
+from s3tok.util.fsutil import atomic_write_lines
+
 logger = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au", ".sph")
@@ -120,11 +122,5 @@ def scan_audio_dir(audio_dir: Union[str, os.PathLike]) -> List[WavEntry]:
 def write_wav_scp(entries: Iterable[WavEntry], path: Union[str, os.PathLike]) -> int:
     """Write ``key location`` lines sorted by key (``LC_ALL=C`` order) to a temporary name, then rename."""
     rows = sorted(entries, key=lambda e: e.key.encode("utf-8"))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for e in rows:
-            f.write(f"{e.key} {e.location}\n")
-    os.replace(tmp, path)
+    atomic_write_lines(path, (f"{e.key} {e.location}" for e in rows))
     return len(rows)

@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Sequence
 
 from s3tok.jobs.slurm import status_path
 from s3tok.jobs.spec import Job, append_footer, write_header
+from s3tok.util.fsutil import atomic_write_text
 
 logger = logging.getLogger("s3tok.jobs.slurm_task")
 
@@ -29,13 +30,7 @@ def load_job(spec: dict, task: int) -> Job:
 
 def write_status(path: Path, code: int) -> None:
     """Write ``code`` to ``path`` so that a reader sees all of it or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(f"{code}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_text(path, f"{code}\n")
 
 
 def run_task(spec: dict, task: int, environ: Dict[str, str]) -> int:

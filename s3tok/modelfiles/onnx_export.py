@@ -32,6 +32,7 @@ from s3tok.model.versions import VERSIONS
 from s3tok.model.encoder import rotary_table
 from s3tok.model.tokenizer import S3Tokenizer
 from s3tok.version import __version__
+from s3tok.util.fsutil import publish
 
 logger = logging.getLogger(__name__)
 
@@ -428,14 +429,7 @@ def export_onnx(model: S3Tokenizer, path: PathLike, *, random_init: bool = False
     proto = build_onnx(model, random_init=random_init, dynamic_batch=dynamic_batch)
     onnx.checker.check_model(proto)
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    try:
-        onnx.save(proto, str(tmp))
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    publish([(p, lambda tmp: onnx.save(proto, str(tmp)))])
     logger.info("wrote %s: %s, width %d, heads %d, depth %d, opset %d, %d nodes%s", p, model.config.version,
                 model.config.width, model.config.heads, model.config.depth, OPSETS[model.config.version],
                 len(proto.graph.node), " (random weights)" if random_init else "")
