@@ -67,7 +67,8 @@ def max_pipe_bytes() -> int:
     return int(MAX_DURATION * PIPE_BYTES_PER_SECOND) + (1 << 20)
 
 
-def _source_name(source: AudioSource) -> str:
+def audio_source_name(source: AudioSource) -> str:
+    """A path as given, else the file object's name: how messages name a source."""
     if isinstance(source, (str, os.PathLike)):
         return os.fspath(source)
     return str(getattr(source, "name", "<file object>"))
@@ -76,7 +77,7 @@ def _source_name(source: AudioSource) -> str:
 def read_audio(source: AudioSource) -> Tuple[torch.Tensor, int]:
     """Decode ``source`` with soundfile as ``torchaudio.load`` would: float32 ``[channels, samples]``
     (int16 / 2^15, int24 / 2^23, int32 / 2^31, float as stored) and the sample rate."""
-    name = _source_name(source)
+    name = audio_source_name(source)
     if isinstance(source, (str, os.PathLike)) and not os.path.isfile(source):
         raise AudioError(f"{name}: no such audio file")
     try:
@@ -104,7 +105,7 @@ def load_audio(source: AudioSource, sr: int = SAMPLE_RATE) -> torch.Tensor:
     Returns a float32 1-D tensor. Raises :class:`AudioError` naming the source and the problem.
     """
     audio, rate = read_audio(source)
-    return to_mono(audio, rate, sr, _source_name(source))
+    return to_mono(audio, rate, sr, audio_source_name(source))
 
 
 def to_mono(audio: torch.Tensor, rate: int, sr: int = SAMPLE_RATE, name: str = "audio") -> torch.Tensor:

@@ -116,15 +116,15 @@ def read_segment(src: Union[str, BinaryIO], start: float = 0.0, end: Optional[fl
     return audio[:, s:e].contiguous(), rate
 
 
-def load_utterance_audio(entry: WavEntry, start: float = 0.0, end: Optional[float] = None,
+def read_utterance_audio(entry: WavEntry, start: float = 0.0, end: Optional[float] = None,
                          base_dir: Union[str, os.PathLike, None] = None, key: Optional[str] = None, *,
-                         sr: int = SAMPLE_RATE, max_overshoot: float = MAX_OVERSHOOT) -> torch.Tensor:
-    """16 kHz (``sr``) mono float32 1-D waveform of ``[start, end)`` seconds of recording ``entry``.
+                         max_overshoot: float = MAX_OVERSHOOT) -> Tuple[torch.Tensor, int, str]:
+    """``[start, end)`` seconds of recording ``entry`` as read: ``([channels, n], rate, name)``, ``name``
+    saying the utterance and the recording for messages.
 
     The recording is opened with :func:`~s3tok.data.wav_scp.open_wav_entry` (a path, relative ones
-    against ``base_dir``, or a ``cmd |`` pipe), cut at its own rate, then channel-averaged and resampled.
-    ``key`` is the utterance id for messages. Raises :class:`AudioError` naming the utterance, the
-    recording and the problem.
+    against ``base_dir``, or a ``cmd |`` pipe) and cut at its own rate. ``key`` is the utterance id for
+    messages. Raises :class:`AudioError` naming the utterance, the recording and the problem.
     """
     utt = key if key is not None else entry.key
     name = f"utterance {utt!r}" + (f" (recording {entry.key!r})" if utt != entry.key else "")
@@ -138,4 +138,13 @@ def load_utterance_audio(entry: WavEntry, start: float = 0.0, end: Optional[floa
     except AudioError as e:
         msg = str(e)
         raise AudioError(f"{name}: {msg}" if msg.startswith(str(where)) else f"{name}: {where}: {msg}") from None
-    return to_mono(audio, rate, sr, f"{name}: {where}")
+    return audio, rate, f"{name}: {where}"
+
+
+def load_utterance_audio(entry: WavEntry, start: float = 0.0, end: Optional[float] = None,
+                         base_dir: Union[str, os.PathLike, None] = None, key: Optional[str] = None, *,
+                         sr: int = SAMPLE_RATE, max_overshoot: float = MAX_OVERSHOOT) -> torch.Tensor:
+    """16 kHz (``sr``) mono float32 1-D waveform of ``[start, end)`` seconds of recording ``entry``
+    (:func:`read_utterance_audio`, then channel-averaged and resampled)."""
+    audio, rate, name = read_utterance_audio(entry, start, end, base_dir, key, max_overshoot=max_overshoot)
+    return to_mono(audio, rate, sr, name)

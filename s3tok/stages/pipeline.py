@@ -5,13 +5,13 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Collection, List, Optional, Sequence, Union
+from typing import Callable, Collection, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from s3tok.data.audio import load_audio, log_mel_spectrogram, padding
+from s3tok.data.audio import audio_source_name, log_mel_spectrogram, padding, read_audio, to_mono
 from s3tok.data import WavEntry, open_wav_entry
 from s3tok.data.ark import read_float_matrix
 from s3tok.data.sources import Utterance
@@ -67,15 +67,24 @@ def one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def load_waveform(utt: Utterance, base_dir=None) -> torch.Tensor:
-    """16 kHz mono waveform of an utterance: a whole recording, a segment of one, or a tar member."""
-    if utt.member is not None:  # a tar member or a parquet row: its bytes, read in place
-        return load_audio(utt.member.open(), sr=SAMPLE_RATE)
+def read_utterance(utt: Utterance, base_dir=None) -> Tuple[torch.Tensor, int, str]:
+    """An utterance's audio as decoded, ``([channels, samples], rate, name for messages)``: a whole
+    recording, a segment of one, or a tar member or parquet row (its bytes, read in place)."""
+    if utt.member is not None:
+        src = utt.member.open()
+        return (*read_audio(src), audio_source_name(src))
     if utt.segment:
-        from s3tok.data.segments import load_utterance_audio
+        from s3tok.data.segments import read_utterance_audio
 
-        return load_utterance_audio(utt.recording, utt.start, utt.end, base_dir=base_dir, key=utt.key)
-    return load_audio(open_wav_entry(utt.recording, base_dir), sr=SAMPLE_RATE)
+        return read_utterance_audio(utt.recording, utt.start, utt.end, base_dir=base_dir, key=utt.key)
+    src = open_wav_entry(utt.recording, base_dir)
+    return (*read_audio(src), audio_source_name(src))
+
+
+def load_waveform(utt: Utterance, base_dir=None) -> torch.Tensor:
+    """16 kHz mono waveform of an utterance (channel mean, as the tokenizers take it)."""
+    audio, rate, name = read_utterance(utt, base_dir)
+    return to_mono(audio, rate, SAMPLE_RATE, name)
 
 
 def featurize(utt: Union[Utterance, WavEntry], base_dir=None, device: Optional[torch.device] = None) -> Features:
