@@ -30,11 +30,11 @@ setup(
     ],
     extras_require={
         # kaldiio only in tests, to prove its users can read our ark/scp (its licence is evaluation-only)
-        "test": ["pytest", "onnxruntime", "kaldiio", "matplotlib", "pyarrow"],
+        "test": ["pytest", "onnxruntime", "kaldiio", "matplotlib", "pyarrow", "pandas"],
         "parity": ["onnxruntime"],
         "plots": ["matplotlib"],
-        # what the recipes' stages need beyond the tokenizer: parity (stage 4) and plots (stage 5)
-        "recipes": ["onnxruntime", "matplotlib"],
+        # what the recipes' stages need beyond the tokenizer: parity (stage 4), plots (5), parquet shards (7)
+        "recipes": ["onnxruntime", "matplotlib", "pyarrow"],
         # --parquet_list input (CosyVoice's and Hugging Face's parquet shards)
         "parquet": ["pyarrow"],
     },
