@@ -3,6 +3,8 @@
 
   s3tok export-onnx MODEL out.onnx [--dynamic-batch]          MODEL: official name, .onnx file or converted folder
   s3tok export-onnx --random-init --version V [--width W --heads H --depth N --seed S] out.onnx
+  s3tok export-onnx --random-init --version campplus [--seed S] out.onnx   CAM++ speaker model (official size,
+                                                                            opset 13, input [1, T, 80])
 
 Without ``--dynamic-batch`` the batch axis is fixed to 1, as the official files are used; with it,
 onnxruntime runs batches of any size and lengths (zero padding + real lengths). ``--random-init`` writes
@@ -22,6 +24,7 @@ from s3tok.util.logging_setup import setup_logging
 from s3tok.model.config import MODEL_NAMES
 
 logger = logging.getLogger("s3tok.export_onnx")
+CAMPPLUS = "campplus"
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -36,7 +39,8 @@ def get_parser() -> argparse.ArgumentParser:
                    help="symbolic batch axis (default: batch 1, like the official files)")
     p.add_argument("--random-init", "--random_init", dest="random_init", action="store_true",
                    help="random weights of an official configuration (needs --version)")
-    p.add_argument("--version", choices=MODEL_NAMES, help="model version (with --random-init)")
+    p.add_argument("--version", choices=list(MODEL_NAMES) + [CAMPPLUS],
+                   help="model version (with --random-init); campplus: the CAM++ speaker model")
     p.add_argument("--width", type=int, help="model width (default: official, 1280)")
     p.add_argument("--heads", type=int, help="attention heads (default: official, 20)")
     p.add_argument("--depth", type=int, help="blocks (default: official, 6; 12 for v3)")
@@ -68,6 +72,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from s3tok.modelfiles.onnx_export import export_onnx, random_model
 
     start = time.perf_counter()
+    if args.version == CAMPPLUS:
+        if any(v is not None for v in sizes.values()):
+            parser.error("--width/--heads/--depth do not apply to campplus")
+        return _export_campplus(args.seed, output, args.dynamic_batch, start)
     try:
         if source is None:
             model = random_model(args.version, seed=args.seed, **sizes)
@@ -82,6 +90,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     size = Path(output).stat().st_size
     logger.info("%s: %.1f MB in %.1f s", output, size / 1e6, time.perf_counter() - start)
+    return 0
+
+
+def _export_campplus(seed: int, output: str, dynamic_batch: bool, start: float) -> int:
+    """A random-weight CAM++ of the official size: opset 13, dynamic T (and batch with --dynamic-batch)."""
+    from s3tok.model.campplus import random_campplus
+    from s3tok.modelfiles.campplus_onnx import export_campplus
+
+    try:
+        export_campplus(random_campplus(seed), output, opset=13, dynamic_axes=True, batch_one=not dynamic_batch,
+                        random_init=True)
+    except (ValueError, OSError, RuntimeError) as e:
+        logger.error("%s", e)
+        return 1
+    logger.info("%s: %.1f MB in %.1f s", output, Path(output).stat().st_size / 1e6, time.perf_counter() - start)
     return 0
 
 

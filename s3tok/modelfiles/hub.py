@@ -219,3 +219,27 @@ def is_converted_dir(path: PathLike) -> bool:
 
 def official_names() -> Sequence[str]:
     return list(REGISTRY)
+
+
+# ------------------------------------------------------------------------------------------ speaker models
+# CAM++ speaker embedding (CosyVoice's campplus.onnx; the same file ships with CosyVoice-300M, CosyVoice2-0.5B and
+# Fun-CosyVoice3-0.5B-2512). Kept apart from REGISTRY, which lists the tokenizers.
+
+SPEAKER_MODELS: Dict[str, OfficialModel] = {
+    "campplus": OfficialModel(
+        "campplus", "campplus.onnx", "a6ac6a63997761ae2997373e2ee1c47040854b4b759ea41ec48e4e42df0f4d73",
+        ("https://www.modelscope.cn/models/iic/CosyVoice2-0.5B/resolve/master/campplus.onnx",
+         "https://huggingface.co/FunAudioLLM/CosyVoice2-0.5B/resolve/main/campplus.onnx")),
+}
+
+
+def download_speaker_model(name: str, home: Optional[PathLike] = None, progress: bool = True,
+                           timeout: float = 60.0) -> Path:
+    """The verified local path of official speaker model ``name`` (``campplus``), downloaded when the cache
+    (``onnx/<name>/<file>``) lacks it; as :func:`download_model` does for the tokenizers."""
+    if name not in SPEAKER_MODELS:
+        raise KeyError(f"unknown speaker model {name!r}; known: {', '.join(SPEAKER_MODELS)}")
+    entry = SPEAKER_MODELS[name]
+    dest = Path(home or s3tok_home()) / "onnx" / name / entry.filename
+    return fetch_verified(entry.urls, dest, entry.sha256, "sha256", progress=progress, timeout=timeout,
+                          desc=name, hint="or pass its path to --model")

@@ -43,9 +43,49 @@ def resolve(model: str, demo_dir: Path) -> Path:
         raise ValueError(f"--model {model}: no such file, and not 'demo' or one of {', '.join(REGISTRY)}") from None
 
 
+# ------------------------------------------------------------------------------------------ speaker model
+
+DEMO_CAMPPLUS_SEED = 0
+
+
+def demo_campplus(demo_dir: Path) -> Path:
+    """A random-weight CAM++ of the official size (seed 0), written once (atomically) into ``demo_dir``."""
+    path = Path(demo_dir) / f"demo_campplus_seed{DEMO_CAMPPLUS_SEED}.onnx"
+    if not path.is_file():
+        from s3tok.model.campplus import random_campplus
+        from s3tok.modelfiles.campplus_onnx import export_campplus
+
+        export_campplus(random_campplus(DEMO_CAMPPLUS_SEED), path, random_init=True)
+    logger.warning("--model demo: %s has random weights; its speaker embeddings are meaningless", path)
+    return path
+
+
+def resolve_speaker(model: str, demo_dir: Path) -> Path:
+    """The CAM++ file ``model`` names: ``demo``, the official name (downloaded) or an ONNX file."""
+    from s3tok.modelfiles.hub import SPEAKER_MODELS, download_speaker_model
+
+    if model == "demo":
+        return demo_campplus(demo_dir)
+    if model in SPEAKER_MODELS:
+        return download_speaker_model(model)
+    if Path(model).is_file():
+        return Path(model)
+    raise ValueError(f"speaker model {model}: no such file, and not 'demo' or one of {', '.join(SPEAKER_MODELS)}")
+
+
+def check_speaker(model: str) -> None:
+    """Raise ValueError when ``model`` cannot name a CAM++ file (``demo``, an official name, a file)."""
+    from s3tok.modelfiles.hub import SPEAKER_MODELS
+
+    if model != "demo" and model not in SPEAKER_MODELS and not Path(model).is_file():
+        raise ValueError(f"--spk_model {model}: no such file; use a campplus .onnx file, 'demo' (random weights, "
+                         f"offline) or one of {', '.join(SPEAKER_MODELS)}")
+
+
 # What to install for each optional package a recipe stage may need.
 INSTALL_HINTS = {"onnxruntime": "pip install 's3tok[recipes]' (or: pip install onnxruntime)",
-                 "matplotlib": "pip install 's3tok[recipes]' (or: pip install matplotlib)"}
+                 "matplotlib": "pip install 's3tok[recipes]' (or: pip install matplotlib)",
+                 "pyarrow": "pip install 's3tok[recipes]' (or: pip install pyarrow)"}
 
 
 def check(model: str, require: Sequence[str]) -> None:
