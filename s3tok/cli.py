@@ -12,6 +12,10 @@ SUBCOMMANDS = {
     "compute-mel": ("s3tok.bin.compute_mel", "store the log-mels of a data dir (one job of N)"),
     "merge-mel": ("s3tok.bin.merge_mel", "merge compute-mel jobs into the data dir's feats.scp"),
     "merge-tokens": ("s3tok.bin.merge_tokens", "merge tokenize jobs into a data dir (+ utt2speech_token.pt)"),
+    # speaker embeddings and CosyVoice's training data
+    "embed": ("s3tok.bin.embed", "CAM++ speaker embeddings (one job of N), as CosyVoice's extract_embedding"),
+    "merge-embeddings": ("s3tok.bin.merge_embeddings", "merge embed jobs: utt2embedding.pt, spk2embedding.pt"),
+    "make-parquet": ("s3tok.bin.make_parquet", "CosyVoice's training shards (parquet) and data.list from a data dir"),
     # checks
     "score-parity": ("s3tok.bin.score_parity", "onnxruntime at batch 1 against tokens.scp"),
     "stats": ("s3tok.bin.stats", "token statistics and warnings of a tokenized set (+ plots)"),

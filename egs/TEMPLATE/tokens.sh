@@ -8,6 +8,9 @@
 #      data/<set>/tokenized: the set restricted to utterances with tokens (for CosyVoice's tools)
 #    4 parity: onnxruntime at batch 1 (CosyVoice's way) on $parity_utts utterances per set vs tokens.scp
 #    5 token statistics and plots in data/<set>/stats (warns on a wrong rate, odd codebook use, ...)
+#    6 CAM++ speaker embeddings (exp/campplus/<set>, $nj jobs), merged into data/<set>: utt2embedding.pt,
+#      spk2embedding.pt (CosyVoice's tools/extract_embedding.py, batched)
+#    7 CosyVoice's parquet shards in data/<set>/parquet, and data/train.data.list, data/dev.data.list
 # Runs in the current directory: the calling recipe's folder (its cmd.sh and conf/ are used when present).
 set -euo pipefail
 recipe=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -15,7 +18,7 @@ root=$(cd "$recipe/../.." && pwd)
 . "$root/path.sh"
 
 stage=0
-stop_stage=5
+stop_stage=7
 local_data_opts=""                   # options for the recipe's local/data.sh
 corpus_dir=""                        # shorthand for --local_data_opts "--corpus_dir DIR"
 sets="train dev test"
@@ -28,6 +31,11 @@ use_mel=true                         # stage 1 stores log-mels for stage 2; fals
 max_fail_ratio=0.05
 parity_utts=200                      # stage 4 sample size per set (0: all)
 max_miss_rate=0.0001
+spk_model=campplus                   # CAM++: official name (downloaded), .onnx path, or demo (random weights)
+embed_engine=auto                    # torch (batched), onnxruntime (batch 1, CosyVoice's way), auto
+train_sets=train                     # sets whose shards go into data/train.data.list
+dev_sets=dev                         # ... and data/dev.data.list
+parquet_opts=""                      # e.g. "--text_remove_spaces" (AISHELL), "--instruct" (CosyVoice3)
 . "$root/utils/parse_options.sh"
 if [ -f ./cmd.sh ]; then . ./cmd.sh; else . "$recipe/cmd.sh"; fi   # the calling recipe's own, else this one
 
@@ -42,6 +50,8 @@ source_of() { if sharded "$1"; then echo "--tar_list data/$1/shards.list"; else 
 
 # Fail now, not hours later: the model must resolve, and the packages of the stages asked for must import.
 require=""; stages 4 4 && require=onnxruntime; stages 5 5 && require="$require,matplotlib"
+stages 7 7 && require="$require,pyarrow"
+if stages 6 6; then s3tok resolve-model --speaker --model "$spk_model" --check_only; fi
 s3tok resolve-model --model "$model" --check_only --require "$require"
 
 if [ "$stage" -le 0 ]; then   # the recipe's own stages up to 0 (aishell: -1 download, 0 prepare)
@@ -104,5 +114,37 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   for set in $sets; do
     log "Stage 5: token statistics of data/$set in data/$set/stats"
     s3tok stats "data/$set" --out_dir "data/$set/stats"
+  done
+fi
+
+if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
+  spk_path=$(s3tok resolve-model --speaker --model "$spk_model" --demo_dir exp/models)
+  for set in $sets; do
+    log "Stage 6: CAM++ speaker embeddings of data/$set ($embed_engine engine, $nj jobs, logs in exp/campplus/$set/log)"
+    # shellcheck disable=SC2046
+    $cmd --num-threads "$threads" JOB=1:"$nj" "exp/campplus/$set/log/embed.JOB.log" \
+      s3tok embed $(source_of "$set") --model "$spk_path" --engine "$embed_engine" --output_dir "exp/campplus/$set" \
+        --num_jobs "$nj" --job JOB --num_threads "$threads" --max_fail_ratio 1 --no_progress
+    # shellcheck disable=SC2046
+    s3tok merge-embeddings $(source_of "$set") --output_dir "exp/campplus/$set" --num_jobs "$nj" \
+      --dest "data/$set" --utt2spk "data/$set/utt2spk" --max_fail_ratio "$max_fail_ratio"
+  done
+fi
+
+if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
+  for set in $sets; do
+    log "Stage 7: CosyVoice parquet shards of data/$set in data/$set/parquet"
+    shards=""; sharded "$set" && shards="--tar_list data/$set/shards.list"
+    # shellcheck disable=SC2086
+    s3tok make-parquet --data_dir "data/$set" $shards --output_dir "data/$set/parquet" \
+      --max_skipped_ratio "$max_fail_ratio" --no_progress $parquet_opts
+  done
+  for part in train dev; do   # CosyVoice's train.py takes one list of shards for training, one for cv
+    [ "$part" = train ] && want=$train_sets || want=$dev_sets
+    lists=""; for set in $want; do case " $sets " in *" $set "*) lists="$lists data/$set/parquet/data.list";; esac; done
+    [ -n "$lists" ] || continue
+    # shellcheck disable=SC2086
+    cat $lists > "data/.$part.data.list.tmp" && mv "data/.$part.data.list.tmp" "data/$part.data.list"
+    log "data/$part.data.list: $(wc -l < "data/$part.data.list") shards of data/{${want// /,}}"
   done
 fi

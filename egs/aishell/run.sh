@@ -6,4 +6,5 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 exec ../TEMPLATE/tokens.sh --stage -1 --sets "train dev test" --model speech_tokenizer_v2_25hz \
+  --parquet_opts "--text_remove_spaces" \
   --corpus_dir corpus "$@"

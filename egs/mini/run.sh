@@ -5,5 +5,5 @@
 #   ./run.sh [--stage 0] [--stop_stage 5] [--model demo|NAME|PATH] [--sets "train dev test"] ...
 set -euo pipefail
 cd "$(dirname "$0")"
-exec ../TEMPLATE/tokens.sh --sets "train dev test" --nj 2 --model demo \
+exec ../TEMPLATE/tokens.sh --sets "train dev test" --nj 2 --model demo --spk_model demo \
   --corpus_dir corpus "$@"

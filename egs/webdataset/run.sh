@@ -5,4 +5,5 @@
 #   ./run.sh [--stage 0] [--stop_stage 5] [--model demo|NAME|PATH] [--nj 2] ...
 set -euo pipefail
 cd "$(dirname "$0")"
-exec ../TEMPLATE/tokens.sh --sets "train test" --nj 2 --model demo --corpus_dir corpus "$@"
+exec ../TEMPLATE/tokens.sh --sets "train test" --nj 2 --model demo --spk_model demo --dev_sets test \
+  --corpus_dir corpus "$@"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from s3tok.modelfiles.fetch import DownloadError
-from s3tok.modelfiles.resolve import check, resolve
+from s3tok.modelfiles.resolve import check, check_speaker, resolve, resolve_speaker
 from s3tok.util.logging_setup import setup_logging
 
 logger = logging.getLogger("s3tok.resolve_model")
@@ -26,6 +26,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo_dir", default="exp/models", help="where the demo model is written")
     p.add_argument("--check_only", action="store_true", help="check, print nothing, download nothing")
     p.add_argument("--require", default="", help="comma-separated Python packages that must import")
+    p.add_argument("--speaker", action="store_true",
+                   help="--model names a CAM++ speaker model (campplus, a file, or demo), not a tokenizer")
     return p
 
 
@@ -33,6 +35,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logging()
     try:
+        if args.check_only and args.speaker:
+            check_speaker(args.model)
+            if args.model == "demo":
+                logger.warning("--spk_model demo: a CAM++ with RANDOM weights; its embeddings are MEANINGLESS")
+            return 0
+        if args.speaker:
+            path = resolve_speaker(args.model, Path(args.demo_dir))
+            sys.stdout.write(f"{path}\n")
+            return 0
         if args.check_only:
             check(args.model, [m for m in args.require.split(",") if m])
             if args.model == "demo":

@@ -217,6 +217,15 @@ def _float_matrix(key: str, value: Any) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
+def _float_vector(key: str, value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    arr = np.asarray(value)
+    if arr.ndim != 1:
+        raise ValueError(f"{key}: a float vector must be 1-D, got shape {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
 def write_int32_vectors(target: Target, items: Iterable[Tuple[str, Any]]) -> int:
     """Write ``(key, ints)`` items (lists, 1-D integer arrays or tensors) to ``target``:
     ``'ark,scp:a.ark,a.scp'``, ``'ark:a.ark'`` or ``(ark_path, scp_path)``. Returns the number written."""
@@ -226,6 +235,11 @@ def write_int32_vectors(target: Target, items: Iterable[Tuple[str, Any]]) -> int
 def write_float_matrices(target: Target, items: Iterable[Tuple[str, Any]]) -> int:
     """Write ``(key, matrix)`` items, 2-D ``[frames, bins]`` arrays or tensors stored as float32."""
     return _write_table("FloatMatrixWriter", target, items, _float_matrix)
+
+
+def write_float_vectors(target: Target, items: Iterable[Tuple[str, Any]]) -> int:
+    """Write ``(key, vector)`` items, 1-D arrays or tensors stored as float32 (Kaldi's x-vector tables)."""
+    return _write_table("FloatVectorWriter", target, items, _float_vector)
 
 
 def _read_table(reader_name: str, source: Union[str, os.PathLike], convert: Callable[[Any], np.ndarray]
@@ -271,6 +285,11 @@ def read_float_matrices(source: Union[str, os.PathLike]) -> Iterator[Tuple[str, 
     """``(key, float32 [frames, bins] array)`` in table order. Each array is a copy: kaldi-native-io's
     sequential reader reuses the memory of the previous value."""
     return _read_table("SequentialFloatMatrixReader", source, lambda v: np.array(v, dtype=np.float32, copy=True))
+
+
+def read_float_vectors(source: Union[str, os.PathLike]) -> Iterator[Tuple[str, np.ndarray]]:
+    """``(key, float32 1-D array)`` in table order (copies, as :func:`read_float_matrices`)."""
+    return _read_table("SequentialFloatVectorReader", source, lambda v: np.array(v, dtype=np.float32, copy=True))
 
 
 def read_int32_vector(rxfilename: str) -> np.ndarray:

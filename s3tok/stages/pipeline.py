@@ -160,17 +160,18 @@ class FaultWatch:
                              f"the model or the machine, not of the audio: {reason}")
 
 
-def retry_alone(model: S3Tokenizer, batch: Sequence[Features], error: Exception, max_frames: Optional[int],
+def retry_alone(run: Callable[[Sequence], list], batch: Sequence, error: Exception,
                 fail: Callable[[str, str], None], watch: FaultWatch) -> list:
-    """After ``batch`` failed with ``error``: each item alone; ``[(item, tokens)]`` of those that pass, the
-    others passed to ``fail``. Raises :class:`ModelFault` when ``watch`` sees a fault (see there)."""
+    """After ``run(batch)`` failed with ``error``: each item (with a ``key``) alone; ``[(item, result)]`` of
+    those that pass, the others passed to ``fail``. Raises :class:`ModelFault` when ``watch`` sees a fault
+    (see there)."""
     reason = one_line(error)
     if len(batch) > 1:
         logger.warning("batch of %d failed (%s); retrying its items one by one", len(batch), reason)
     results, errors = [], []
     for f in batch if len(batch) > 1 else ():  # a lone item has had its try
         try:
-            results.append((f, tokenize_batch(model, [f], max_frames)[0]))
+            results.append((f, run([f])[0]))
         except Exception as e:  # noqa: BLE001 - the item's own problem, unless all share one error
             errors.append((f, one_line(e)))
     if len(batch) == 1:
@@ -246,7 +247,8 @@ def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
                     results = list(zip(batch, tokenize_batch(model, batch, max_frames_per_batch)))
                     watch.succeeded()
                 except Exception as e:  # noqa: BLE001 - retry one by one to isolate the bad item
-                    results = retry_alone(model, batch, e, max_frames_per_batch, fail, watch)
+                    results = retry_alone(lambda b: tokenize_batch(model, b, max_frames_per_batch),
+                                          batch, e, fail, watch)
                 for f, toks in results:
                     if f.key in skip:
                         continue

@@ -1,0 +1,116 @@
+"""CAM++ speaker embeddings (192-d, CosyVoice's ``campplus.onnx``) of a data dir, wav.scp or shards.
+
+Writes to ``--output_dir`` ``embedding[.J].{ark,scp}`` (float32 vectors), ``utt2fail[.J]`` and
+``embedder[.J].json``; ``.J`` when ``--job J`` of ``--num_jobs N``. A rerun resumes a killed job and skips a
+finished one; ``s3tok merge-embeddings`` then writes CosyVoice's ``utt2embedding.pt`` and ``spk2embedding.pt``.
+Features as CosyVoice's ``tools/extract_embedding.py`` makes them (channel 0, 16 kHz, Kaldi fbank 80, mean
+removed). Engines: ``torch`` (batched, exact masks, weights imported from the ONNX file by its structure),
+``onnxruntime`` (batch 1, as CosyVoice), ``auto`` (torch, or onnxruntime with a warning when the file cannot
+be imported). Exit codes as ``s3tok tokenize``: 0 done, 1 too many failed, 2 bad input or model, 3 a fault.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from s3tok import exit_codes
+from s3tok.bin import add_max_duration, within_duration_limit
+from s3tok.data.sources import add_container_arguments, container_sources, select_source
+from s3tok.stages.pipeline import ModelFault
+from s3tok.stages.sharding import distributed_job, job_shard
+from s3tok.util.logging_setup import setup_logging
+
+logger = logging.getLogger("s3tok.embed")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="s3tok embed", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data_dir", help="Kaldi data dir: wav.scp (+ segments)")
+    src.add_argument("--wav_scp", help="Kaldi wav.scp: 'key path' or 'key cmd |'")
+    src.add_argument("--wav_dir", help="a folder searched recursively for audio")
+    add_container_arguments(p, src)
+    p.add_argument("--model", default="campplus",
+                   help="campplus (the official file, downloaded), a campplus .onnx file, or demo (random weights)")
+    p.add_argument("--engine", default="auto", choices=("auto", "torch", "onnxruntime"))
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--demo_dir", default="exp/models", help="where --model demo is written")
+    p.add_argument("--num_jobs", type=int, default=0, help="split the input into this many contiguous shards")
+    p.add_argument("--job", type=int, default=0, help="which shard (1-based) this process does")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (torch engine)")
+    p.add_argument("--num_workers", type=int, default=2, help="decoding threads")
+    p.add_argument("--num_threads", type=int, default=0,
+                   help="torch intra-op threads, or onnxruntime sessions run in parallel (0: all cores)")
+    p.add_argument("--base_dir", default=None, help="resolve relative wav.scp paths against this directory")
+    add_max_duration(p)
+    p.add_argument("--max_fail_ratio", type=float, default=0.05, help="exit 1 when a larger share failed")
+    p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
+    p.add_argument("--no_progress", action="store_true")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = get_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    return within_duration_limit(logger, args, lambda: _main(args, argv))
+
+
+def _main(args, argv: Optional[Sequence[str]]) -> int:
+    from s3tok.modelfiles.campplus_engines import load_embedder
+    from s3tok.modelfiles.resolve import resolve_speaker
+    from s3tok.stages.embed_job import EMBED, run_embed_job
+
+    logger.info("command: %s", " ".join(sys.argv if argv is None else ["s3tok embed", *argv]))
+    if args.num_threads > 0:
+        torch.set_num_threads(args.num_threads)
+    if bool(args.num_jobs) != bool(args.job):
+        logger.error("--num_jobs and --job go together (got --num_jobs %s --job %s)", args.num_jobs, args.job)
+        return exit_codes.BAD_INPUT
+    if not args.num_jobs and distributed_job():
+        args.num_jobs, args.job = distributed_job()
+    try:
+        utts = select_source(data_dir=args.data_dir, wav_scp=args.wav_scp, wav_dir=args.wav_dir,
+                             **container_sources(args))
+        if args.num_jobs:
+            utts = job_shard(utts, args.num_jobs, args.job)
+        path = resolve_speaker(args.model, Path(args.demo_dir))
+        embedder = load_embedder(path, engine=args.engine, device=args.device,
+                                 threads=args.num_threads or torch.get_num_threads())
+    except (ValueError, OSError, RuntimeError, ImportError) as e:
+        logger.error("%s", e)
+        return exit_codes.BAD_INPUT
+    logger.info("%s: engine %s; %d utterances%s", path, embedder.engine, len(utts),
+                f" (job {args.job} of {args.num_jobs})" if args.num_jobs else "")
+    files = EMBED.files(Path(args.output_dir), args.job or None)
+    try:
+        stats = run_embed_job(embedder, utts, files, num_workers=args.num_workers, base_dir=args.base_dir,
+                              progress=not args.no_progress, resume=not args.overwrite)
+    except ValueError as e:
+        logger.error("%s", e)
+        return exit_codes.BAD_INPUT
+    except ModelFault as e:
+        logger.error("%s", e)
+        return exit_codes.FAULT
+    except OSError as e:
+        logger.error("%s; the embeddings so far are kept for the rerun", exit_codes.os_fault_line(e))
+        return exit_codes.FAULT
+    total = len(utts)
+    logger.info("%d / %d utterances embedded, %d failed (%s); %.1f s of audio in %.1f s: %.1f audio s/s",
+                stats.done, total, stats.failed, files["fail"], stats.audio_seconds, stats.wall_seconds,
+                stats.speed)
+    if total and stats.failed / total > args.max_fail_ratio:
+        logger.error("%d / %d failed, above --max_fail_ratio %.3f; reasons in %s", stats.failed, total,
+                     args.max_fail_ratio, files["fail"])
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Merge the embed jobs of one set into CosyVoice's files in ``--dest``: ``utt2embedding.pt``
+(``dict[str, list[float]]``), ``spk2embedding.pt`` (each speaker's mean, from ``utt2spk``), plus
+``embedding.scp``, ``embed_fail`` and ``embedder.json``, after checking that every input key appears exactly
+once. Exit 1 when more than ``--max_fail_ratio`` failed, 2 when the jobs cannot be merged."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from s3tok import exit_codes
+from s3tok.data.sources import add_container_arguments, container_sources, keys_of, select_source
+from s3tok.util.logging_setup import setup_logging
+
+logger = logging.getLogger("s3tok.merge_embeddings")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="s3tok merge-embeddings", description=__doc__)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data_dir", help="the data dir that was embedded (its keys are the expected ones)")
+    src.add_argument("--wav_scp")
+    add_container_arguments(p, src)
+    p.add_argument("--output_dir", required=True, help="the embed jobs' --output_dir")
+    p.add_argument("--num_jobs", type=int, required=True, help="how many jobs (0: a single unsplit run)")
+    p.add_argument("--dest", required=True, help="where the merged files go (e.g. data/test)")
+    p.add_argument("--utt2spk", default=None,
+                   help="speakers, for spk2embedding.pt (default: --dest/utt2spk, else --data_dir/utt2spk)")
+    p.add_argument("--max_fail_ratio", type=float, default=0.05)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = get_parser().parse_args(argv)
+    setup_logging()
+    from s3tok.data.kaldi_dir import read_utt2spk
+    from s3tok.stages.embed_job import merge_embed_jobs
+
+    try:
+        keys = keys_of(select_source(data_dir=args.data_dir, wav_scp=args.wav_scp, **container_sources(args)))
+        candidates = [args.utt2spk] if args.utt2spk else [Path(args.dest) / "utt2spk"] + (
+            [Path(args.data_dir) / "utt2spk"] if args.data_dir else [])
+        spk_file = next((Path(c) for c in candidates if Path(c).is_file()), None)
+        if args.utt2spk and spk_file is None:
+            raise ValueError(f"--utt2spk {args.utt2spk}: no such file")
+        utt2spk = read_utt2spk(spk_file) if spk_file else None
+        if utt2spk is None:
+            logger.warning("no utt2spk: spk2embedding.pt not written (CosyVoice's training needs it)")
+        result = merge_embed_jobs(args.output_dir, args.num_jobs, keys, args.dest, utt2spk)
+    except (ValueError, OSError) as e:  # MergeError is a ValueError
+        return exit_codes.report(logger, e)
+    logger.info("%s: %d / %d utterances embedded, %d speakers, %d failed (%s/embed_fail)", args.dest,
+                result.embedded, result.total, result.speakers, result.failed, args.dest)
+    if result.fail_ratio > args.max_fail_ratio:
+        logger.error("%d / %d failed (%.1f%%), above --max_fail_ratio %.3f; reasons in %s/embed_fail",
+                     result.failed, result.total, 100 * result.fail_ratio, args.max_fail_ratio, args.dest)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
