@@ -167,3 +167,22 @@ def test_bad_arguments_exit_2(tmp_path, ref):
                  "--output_dir", str(tmp_path / "o")]) == 2
     assert _run(["--data_dir", str(data), "--model", "demo", "--output_dir", str(tmp_path / "o"),
                  "--num_jobs", "2"]) == 2
+
+
+@pytest.mark.slow
+def test_torch_engine_at_batch_one_and_in_mixed_batches(ref, campplus_onnx, tmp_path):
+    """Issue 18's parity bar, on every reference clip: cosine >= 0.99999 and max abs diff <= 1e-4 against
+    onnxruntime at batch 1, with the torch engine run one utterance at a time and in mixed-length batches."""
+    from s3tok.modelfiles.campplus_engines import TorchEmbedder
+    from s3tok.modelfiles.campplus_onnx import load_campplus
+
+    data = _data_dir(ref, tmp_path / "data")
+    expected = _official_way(campplus_onnx, data / "wav.scp")
+    feats = [embedding_features(*read_audio(ln.split(maxsplit=1)[1]))
+             for ln in (data / "wav.scp").read_text().splitlines()]
+    model = load_campplus(campplus_onnx)
+    want = np.stack(list(expected.values())).astype(np.float64)
+    for budget in (1, 3000, 100000):  # alone; a few per batch; all 17 (35 s and 65 s clips beside 3 s ones)
+        got = TorchEmbedder(model, max_frames_per_batch=budget, threads=1).embed(feats).astype(np.float64)
+        cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+        assert cos.min() >= 0.99999 and np.abs(got - want).max() <= 1e-4, (budget, cos.min(), np.abs(got - want).max())
