@@ -146,3 +146,19 @@ def test_webdataset_recipe_reads_tar_shards_end_to_end(tmp_path):
     jobs = [{line.split()[0].rsplit("_", 1)[0] for line in
              (recipe / "exp" / "demo" / "train" / f"tokens.{j}.txt").read_text().splitlines()} for j in (1, 2)]
     assert jobs[0] and jobs[1]  # two shards, one per job
+    # stages 6 and 7 read the shards in place too: embeddings of every key, parquet audio_data = member bytes
+    import tarfile
+
+    import pyarrow.parquet as pq
+    import torch
+
+    assert len(torch.load(recipe / "data" / "train" / "utt2embedding.pt")) == 12
+    members = {}
+    for shard in (recipe / "data" / "test" / "shards.list").read_text().split():
+        with tarfile.open(recipe / shard if not shard.startswith("/") else shard) as tar:
+            for m in tar.getmembers():
+                if not m.name.endswith((".json", ".txt")):
+                    members[m.name.split(".", 1)[0]] = tar.extractfile(m).read()
+    rows = [r for f in (recipe / "data" / "dev.data.list").read_text().split()
+            for r in pq.ParquetFile(f).read().to_pylist()]
+    assert len(rows) == 3 and all(r["audio_data"] == members[r["utt"]] for r in rows)

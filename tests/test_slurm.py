@@ -211,3 +211,24 @@ def test_mini_recipe_through_slurm_matches_run_pl(cluster, ref, tmp_path):
     assert footer_code(slurm_log) == 0
     assert len(tokens["slurm.pl"]) == 3 and all(tokens["slurm.pl"].values())
     assert tokens["slurm.pl"] == tokens["run.pl"]
+
+
+@pytest.mark.slow
+def test_webdataset_recipe_through_slurm_matches_run_pl(cluster, tmp_path):
+    """egs/webdataset (tar shards read in place) as Slurm array jobs: tokens and speaker embeddings equal
+    run.pl's, the parquet lists name the same utterances."""
+    import torch
+
+    got = {}
+    for backend in ("slurm.pl", "run.pl"):
+        recipe = copy_recipe(tmp_path / backend).parent / "webdataset"
+        r = subprocess.run(["./run.sh", "--sets", "test", "--dev_sets", "test", "--stop_stage", "7"], cwd=recipe,
+                           env={**cluster, "S3TOK_BACKEND": backend}, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+        assert ("task(s) submitted as Slurm job" in r.stderr) == (backend == "slurm.pl"), r.stderr[-2000:]
+        d = recipe / "data" / "test"
+        got[backend] = ((d / "tokens.scp").read_text().split("\n")[0].split()[0],
+                        [ln.split(" ", 1)[1] for ln in (recipe / "exp" / "demo" / "test" / "tokens.1.txt")
+                         .read_text().splitlines()],
+                        torch.load(d / "utt2embedding.pt"), (recipe / "data" / "dev.data.list").is_file())
+    assert got["slurm.pl"] == got["run.pl"] and got["run.pl"][3] and len(got["run.pl"][2]) == 3
