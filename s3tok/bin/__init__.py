@@ -1,7 +1,7 @@
 """One entry point per ``s3tok`` subcommand (``get_parser()``, ``main(argv)``), and the options they share."""
 from __future__ import annotations
 
-from s3tok.exit_codes import BAD_INPUT
+from s3tok.exit_codes import BAD_INPUT, FAULT, os_fault_line
 
 
 def add_max_duration(parser) -> None:
@@ -24,3 +24,29 @@ def within_duration_limit(logger, args, body) -> int:
         return BAD_INPUT
     with duration_limit(args.max_duration):
         return body()
+
+
+def run_and_report(logger, run, fail_file, total: int, max_fail_ratio: float, done: str, kept: str) -> int:
+    """Run one job of a stage (``run()`` returns its ``RunStats``) and turn the outcome into an exit code: bad
+    input 2, a fault of the model, machine or disk 3 (``kept`` says where the work so far waits for the rerun),
+    more than ``max_fail_ratio`` failed 1; with one summary line (``done``: "tokenized", "embedded")."""
+    from s3tok.stages.pipeline import ModelFault
+
+    try:
+        stats = run()
+    except ValueError as e:
+        logger.error("%s", e)
+        return BAD_INPUT
+    except ModelFault as e:
+        logger.error("%s", e)
+        return FAULT
+    except OSError as e:
+        logger.error("%s; the work so far is kept in %s for the rerun", os_fault_line(e), kept)
+        return FAULT
+    logger.info("%d / %d utterances %s, %d failed (%s); %.1f s of audio in %.1f s: %.1f audio s/s", stats.done,
+                total, done, stats.failed, fail_file, stats.audio_seconds, stats.wall_seconds, stats.speed)
+    if total and stats.failed / total > max_fail_ratio:
+        logger.error("%d / %d failed, above --max_fail_ratio %.3f; reasons in %s", stats.failed, total,
+                     max_fail_ratio, fail_file)
+        return 1
+    return 0

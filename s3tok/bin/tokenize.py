@@ -22,10 +22,8 @@ import torch
 from s3tok.api import PRECISIONS, load_model
 from s3tok.util.cpu_memory import keep_freed_memory
 from s3tok.data.sources import add_container_arguments, container_sources, select_source
-from s3tok import exit_codes
-from s3tok.bin import add_max_duration, within_duration_limit
+from s3tok.bin import add_max_duration, run_and_report, within_duration_limit
 from s3tok.util.logging_setup import setup_logging
-from s3tok.stages.pipeline import ModelFault
 from s3tok.stages.sharding import distributed_job, job_shard, num_frames_file_for
 from s3tok.stages.tokenize_job import job_files, journal_path, run_job
 
@@ -107,29 +105,13 @@ def _main(args, argv: Optional[Sequence[str]]) -> int:
                 cfg.token_rate, cfg.codebook_size, args.dtype, device, len(utts),
                 f" (job {args.job} of {args.num_jobs})" if args.num_jobs else "")
     files = job_files(Path(args.output_dir), args.job or None)
-    try:
-        stats = run_job(model, utts, files, batch_size=args.batch_size,
-                        max_frames_per_batch=args.max_frames_per_batch, num_workers=args.num_workers,
-                        base_dir=args.base_dir, device=device, progress=not args.no_progress,
-                        resume=not args.overwrite)
-    except ValueError as e:
-        logger.error("%s", e)
-        return exit_codes.BAD_INPUT
-    except ModelFault as e:
-        logger.error("%s", e)
-        return exit_codes.FAULT
-    except OSError as e:
-        logger.error("%s; the tokens so far are kept in %s for the rerun", exit_codes.os_fault_line(e), journal_path(files))
-        return exit_codes.FAULT
-    total = len(utts)
-    logger.info("%d / %d utterances tokenized, %d failed (%s); %.1f s of audio in %.1f s: %.1f audio s/s",
-                stats.done, total, stats.failed, files["fail"], stats.audio_seconds, stats.wall_seconds,
-                stats.speed)
-    if total and stats.failed / total > args.max_fail_ratio:
-        logger.error("%d / %d failed, above --max_fail_ratio %.3f; reasons in %s", stats.failed, total,
-                     args.max_fail_ratio, files["fail"])
-        return 1
-    return 0
+    def run():
+        return run_job(model, utts, files, batch_size=args.batch_size, max_frames_per_batch=args.max_frames_per_batch,
+                       num_workers=args.num_workers, base_dir=args.base_dir, device=device,
+                       progress=not args.no_progress, resume=not args.overwrite)
+
+    return run_and_report(logger, run, files["fail"], len(utts), args.max_fail_ratio, "tokenized",
+                          journal_path(files))
 
 
 if __name__ == "__main__":

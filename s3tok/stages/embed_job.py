@@ -35,10 +35,10 @@ from s3tok.data.ark import read_float_vectors, write_float_vectors
 from s3tok.data.kaldi_fbank import embedding_features
 from s3tok.data.sources import Utterance
 from s3tok.stages import protocol
-from s3tok.stages.journal import LineJournal, clear_done, mark_done
+from s3tok.stages.journal import clear_done, mark_done
 from s3tok.stages.pipeline import FaultWatch, RunStats, one_line, read_utterance, retry_alone
 from s3tok.stages.protocol import JobPaths, MergeError, Stage, check_coverage, read_pairs
-from s3tok.util.fsutil import atomic_write_lines, atomic_write_text, publish, remove_leftovers
+from s3tok.util.fsutil import atomic_write_lines, publish, remove_leftovers
 
 logger = logging.getLogger(__name__)
 
@@ -73,14 +73,6 @@ def _record_ok(key: str, rest: str) -> bool:
     return len(fields) >= 2 and len(fields[0]) == 16
 
 
-def _same_maker(files: JobPaths, made_by: Dict[str, object]) -> bool:
-    try:
-        old = json.loads(files["provenance"].read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return all(old.get(k) == made_by.get(k) for k in MAKER_FIELDS)
-
-
 def _embed_checked(embedder, batch: Sequence[SpeakerFeatures]) -> List[np.ndarray]:
     out = np.asarray(embedder.embed([f.feats for f in batch]), dtype=np.float32)
     if out.shape[0] != len(batch):
@@ -91,24 +83,13 @@ def _embed_checked(embedder, batch: Sequence[SpeakerFeatures]) -> List[np.ndarra
 def run_embed_job(embedder, utts: Sequence[Utterance], files: JobPaths, *, num_workers: int = 2,
                   base_dir: Optional[PathLike] = None, progress: bool = True, resume: bool = True) -> RunStats:
     """Embed ``utts`` into ``files``; skip the whole job when its marker says it is done."""
-    made_by = dict(embedder.provenance)
-    prints = {u.key: protocol.input_fingerprint(u, base_dir) for u in utts}
-    inputs = protocol.digest(prints[u.key] for u in utts)
     journal_file = files.path("embedding", ".part")
+    job = protocol.start_journaled(files, utts, dict(embedder.provenance), MAKER_FIELDS, journal_file, _record_ok,
+                                   resume, base_dir)
+    if job.journal is None:
+        return protocol.done_stats(files, len(utts))
+    inputs, prints, journal, kept = job.inputs, job.prints, job.journal, job.kept
     stats = RunStats()
-    if protocol.begin(files, inputs, lambda: _same_maker(files, made_by), resume) is not None:
-        stats.failed = len(files["fail"].read_text(encoding="utf-8").splitlines())
-        stats.done = len(utts) - stats.failed
-        return stats
-    if resume and journal_file.exists() and not _same_maker(files, made_by):
-        raise ValueError(f"{journal_file} was started with another model or engine ({files['provenance']}); "
-                         "rerun with --overwrite or use another output dir")
-    journal = LineJournal(journal_file).open(fresh=not resume, valid=_record_ok)
-    atomic_write_text(files["provenance"], json.dumps(made_by, indent=1, sort_keys=True) + "\n")
-    kept = {k: v.split(" ", 1)[1] for k, v in journal.entries.items()
-            if k in prints and v.split(" ", 1)[0] == prints[k]}
-    if kept:
-        logger.info("resuming: %d of %d utterances already in %s", len(kept), len(utts), journal_file)
     failures: Dict[str, str] = {}
     bar = tqdm(total=sum(u.key not in kept for u in utts), unit="utt", disable=not progress, dynamic_ncols=True)
     watch = FaultWatch()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from s3tok.data.sources import Utterance
-from s3tok.stages.journal import clear_done, done_info, mark_done
+from s3tok.stages.journal import LineJournal, clear_done, done_info, mark_done
 from s3tok.util.fsutil import remove_leftovers
 
 logger = logging.getLogger(__name__)
@@ -167,3 +167,67 @@ def check_coverage(where: PathLike, input_keys: Sequence[str], parts: Sequence[T
     if missing or extra:
         raise MergeError(f"{where}: outputs do not cover the input exactly: {len(missing)} key(s) missing "
                          f"{missing[:5]}, {len(extra)} unexpected {extra[:5]}")
+
+
+def same_maker(provenance: Path, made_by: Dict[str, object], fields: Sequence[str]) -> bool:
+    """Whether the job's recorded maker (``provenance``, JSON) agrees with ``made_by`` on ``fields``."""
+    import json
+
+    try:
+        old = json.loads(provenance.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return all(old.get(k) == made_by.get(k) for k in fields)
+
+
+def done_stats(files: JobPaths, total: int):
+    """The ``RunStats`` of a job found done: its failures counted from ``files["fail"]``."""
+    from s3tok.stages.pipeline import RunStats
+
+    stats = RunStats()
+    stats.failed = len(files["fail"].read_text(encoding="utf-8").splitlines())
+    stats.done = total - stats.failed
+    return stats
+
+
+@dataclass
+class JournaledJob:
+    """A journaled job as :func:`start_journaled` opened it: the inputs digest, each key's fingerprint, the
+    journal (None when the job was already done) and the entries it keeps (``key -> value`` without the
+    fingerprint)."""
+
+    inputs: str
+    prints: Dict[str, str]
+    journal: Optional[LineJournal]
+    kept: Dict[str, str]
+
+
+def start_journaled(files: JobPaths, utts: Sequence[Utterance], made_by: Dict[str, object],
+                    fields: Sequence[str], journal_file: Path, valid: Callable[[str, str], bool],
+                    resume: bool = True, base_dir: Union[None, str, os.PathLike] = None) -> JournaledJob:
+    """Begin a job whose results go one line each into ``journal_file`` (``key fingerprint value``): when it is
+    done for these inputs and this maker, ``journal`` is None; else the journal is opened (refusing one that
+    another maker started), the maker written to ``files["provenance"]``, and the lines whose fingerprint
+    still matches the key's input are kept."""
+    import json
+
+    from s3tok.util.fsutil import atomic_write_text
+
+    prints = {u.key: input_fingerprint(u, base_dir) for u in utts}
+    inputs = digest(prints[u.key] for u in utts)
+    maker_ok = (lambda: same_maker(files["provenance"], made_by, fields))
+    if begin(files, inputs, maker_ok, resume) is not None:
+        return JournaledJob(inputs, prints, None, {})
+    if resume and journal_file.exists() and not maker_ok():
+        raise ValueError(f"{journal_file} was started with another model or settings ({files['provenance']}); "
+                         "rerun with --overwrite or use another output dir")
+    journal = LineJournal(journal_file).open(fresh=not resume, valid=valid)
+    atomic_write_text(files["provenance"], json.dumps(made_by, indent=1, sort_keys=True) + "\n")
+    kept = {k: v.split(" ", 1)[1] for k, v in journal.entries.items()
+            if k in prints and v.split(" ", 1)[0] == prints[k]}
+    changed = sum(1 for k in journal.entries if k in prints and k not in kept)
+    if kept or changed:
+        logger.info("resuming: %d of %d utterances already in %s%s", len(kept), len(utts), journal_file,
+                    f"; {changed} done again because their input changed (wav.scp line, segment, or the "
+                    f"file's size or mtime)" if changed else "")
+    return JournaledJob(inputs, prints, journal, kept)

@@ -16,7 +16,6 @@ job's outputs are byte-identical to an uninterrupted one's.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -27,9 +26,8 @@ import torch
 from s3tok.data.sources import Utterance
 from s3tok.data.ark import write_int32_vectors
 from s3tok.stages import protocol
-from s3tok.stages.journal import LineJournal
 from s3tok.stages.protocol import JobPaths, Stage
-from s3tok.util.fsutil import atomic_write_lines, atomic_write_text
+from s3tok.util.fsutil import atomic_write_lines
 from s3tok.model import S3Tokenizer
 from s3tok.stages.pipeline import RunStats, run_tokenize
 
@@ -71,40 +69,17 @@ def _token_record_ok(key: str, rest: str) -> bool:
     return len(fields) >= 2 and len(fields[0]) == 16 and all(t.isdigit() for t in fields[1:])
 
 
-def _same_maker(files: JobPaths, made_by: Dict[str, object]) -> bool:
-    try:
-        old = json.loads(files["provenance"].read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return all(old.get(k) == made_by.get(k) for k in MAKER_FIELDS)
-
-
 def run_job(model: S3Tokenizer, utts: Sequence[Utterance], files: JobPaths, *,
             batch_size: int = 16, max_frames_per_batch: Optional[int] = None, num_workers: int = 2,
             base_dir: Union[None, str, os.PathLike] = None, device: Optional[torch.device] = None,
             progress: bool = True, resume: bool = True) -> RunStats:
     """Tokenize ``utts`` into ``files``; skip the whole job when its marker says it is done."""
-    made_by = provenance(model)
-    prints = {u.key: protocol.input_fingerprint(u, base_dir) for u in utts}
-    inputs = protocol.digest(prints[u.key] for u in utts)
     journal_file = journal_path(files)
-    if protocol.begin(files, inputs, lambda: _same_maker(files, made_by), resume) is not None:
-        stats = RunStats()
-        stats.failed = len(files["fail"].read_text(encoding="utf-8").splitlines())
-        stats.done = len(utts) - stats.failed
-        return stats
-    if resume and journal_file.exists() and not _same_maker(files, made_by):
-        raise ValueError(f"{journal_file} was started with another model or dtype ({files['provenance']}); "
-                         "rerun with --overwrite or use another output dir")
-    journal = LineJournal(journal_file).open(fresh=not resume, valid=_token_record_ok)
-    atomic_write_text(files["provenance"], json.dumps(made_by, indent=1, sort_keys=True) + "\n")
-    kept = {k: v.split(" ", 1)[1] for k, v in journal.entries.items()
-            if k in prints and v.split(" ", 1)[0] == prints[k]}
-    changed = sum(1 for k, v in journal.entries.items() if k in prints and k not in kept)
-    if kept or changed:
-        logger.info("resuming: %d of %d utterances already in %s%s", len(kept), len(utts), journal_file,
-                    f"; {changed} done again because their input changed (wav.scp line, segment, or the "
-                    f"file's size or mtime)" if changed else "")
+    job = protocol.start_journaled(files, utts, provenance(model), MAKER_FIELDS, journal_file, _token_record_ok,
+                                   resume, base_dir)
+    if job.journal is None:
+        return protocol.done_stats(files, len(utts))
+    inputs, prints, journal, kept = job.inputs, job.prints, job.journal, job.kept
     failures: Dict[str, str] = {}
 
     def write_tokens(key: str, toks: List[int]) -> None:
