@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -36,7 +35,7 @@ from s3tok.data.kaldi_fbank import embedding_features
 from s3tok.data.sources import Utterance
 from s3tok.stages import protocol
 from s3tok.stages.journal import clear_done, mark_done
-from s3tok.stages.pipeline import FaultWatch, RunStats, one_line, read_utterance, retry_alone
+from s3tok.stages.pipeline import FaultWatch, RunStats, featurized_chunks, read_utterance, retry_alone
 from s3tok.stages.protocol import JobPaths, MergeError, Stage, check_coverage, read_pairs
 from s3tok.util.fsutil import atomic_write_lines, publish, remove_leftovers
 
@@ -102,44 +101,30 @@ def run_embed_job(embedder, utts: Sequence[Utterance], files: JobPaths, *, num_w
         logger.warning("%s: failed: %s", key, failures[key])
         bar.update(1)
 
-    def submit(pool: ThreadPoolExecutor, chunk: Sequence[Utterance]) -> list:
-        return [(u, pool.submit(speaker_features, u, base_dir)) for u in chunk]
-
     chunks = [utts[i:i + CHUNK] for i in range(0, len(utts), CHUNK)]
     chunks = [c for c in chunks if any(u.key not in kept for u in c)]
     try:
-        with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
-            pending = submit(pool, chunks[0]) if chunks else []
-            for ci in range(len(chunks)):
-                current, pending = pending, (submit(pool, chunks[ci + 1]) if ci + 1 < len(chunks) else [])
-                feats: List[SpeakerFeatures] = []
-                for u, fut in current:
-                    waited = time.perf_counter()
-                    try:
-                        feats.append(fut.result())
-                    except Exception as e:  # noqa: BLE001 - a decode problem is this utterance's failure
-                        fail(u.key, one_line(e))
-                    stats.input_wait_seconds += time.perf_counter() - waited
-                if not feats:
+        for _, feats in featurized_chunks(chunks, lambda u: speaker_features(u, base_dir), num_workers, fail, stats):
+            if not feats:
+                continue
+            try:
+                results = list(zip(feats, _embed_checked(embedder, feats)))
+                watch.succeeded()
+            except Exception as e:  # noqa: BLE001 - isolate the bad item, or find the model at fault
+                results = retry_alone(lambda b: _embed_checked(embedder, b), feats, e, fail, watch)
+            for f, vec in results:
+                if f.key in kept:
                     continue
-                try:
-                    results = list(zip(feats, _embed_checked(embedder, feats)))
-                    watch.succeeded()
-                except Exception as e:  # noqa: BLE001 - isolate the bad item, or find the model at fault
-                    results = retry_alone(lambda b: _embed_checked(embedder, b), feats, e, fail, watch)
-                for f, vec in results:
-                    if f.key in kept:
-                        continue
-                    if not np.isfinite(vec).all():
-                        fail(f.key, "embedding not finite (NaN or infinity)")
-                        continue
-                    kept[f.key] = " ".join(f"{x:.9g}" for x in vec.tolist())
-                    journal.add(f.key, f"{prints[f.key]} {kept[f.key]}")
-                    stats.done += 1
-                    stats.audio_seconds += f.seconds
-                    bar.update(1)
-                stats.wall_seconds = time.perf_counter() - start
-                bar.set_postfix_str(f"{stats.speed:.1f} audio s/s, {len(failures)} failed")
+                if not np.isfinite(vec).all():
+                    fail(f.key, "embedding not finite (NaN or infinity)")
+                    continue
+                kept[f.key] = " ".join(f"{x:.9g}" for x in vec.tolist())
+                journal.add(f.key, f"{prints[f.key]} {kept[f.key]}")
+                stats.done += 1
+                stats.audio_seconds += f.seconds
+                bar.update(1)
+            stats.wall_seconds = time.perf_counter() - start
+            bar.set_postfix_str(f"{stats.speed:.1f} audio s/s, {len(failures)} failed")
     finally:
         journal.close()
         bar.close()

@@ -5,7 +5,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Collection, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Collection, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -186,6 +186,30 @@ def retry_alone(run: Callable[[Sequence], list], batch: Sequence, error: Excepti
     return results
 
 
+def featurized_chunks(chunks: Sequence[Sequence], featurize_one: Callable, num_workers: int,
+                      fail: Callable[[str, str], None], stats: "RunStats") -> Iterator[Tuple[Sequence, list]]:
+    """``(chunk, features)`` for each chunk of items (with a ``key``), their features computed by
+    ``featurize_one`` in ``num_workers`` threads one chunk ahead, so the model is busy while the next decodes.
+    An item that fails goes to ``fail(key, one-line reason)``; time spent waiting adds to
+    ``stats.input_wait_seconds``."""
+    with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
+        def submit(chunk: Sequence) -> list:
+            return [(item, pool.submit(featurize_one, item)) for item in chunk]
+
+        pending = submit(chunks[0]) if chunks else []
+        for ci, chunk in enumerate(chunks):
+            current, pending = pending, (submit(chunks[ci + 1]) if ci + 1 < len(chunks) else [])
+            feats = []
+            for item, fut in current:
+                waited = time.perf_counter()
+                try:
+                    feats.append(fut.result())
+                except Exception as e:  # noqa: BLE001 - any decode problem is this item's failure
+                    fail(item.key, one_line(e))
+                stats.input_wait_seconds += time.perf_counter() - waited
+            yield chunk, feats
+
+
 def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
                  write_tokens: Callable[[str, List[int]], None],
                  write_failure: Callable[[str, str], None],
@@ -223,47 +247,33 @@ def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
         write_failure(key, reason)
         bar.update(1)
 
-    def submit_chunk(pool: ThreadPoolExecutor, chunk: Sequence[WavEntry]):
-        return [(e, pool.submit(featurize, e, base_dir, device)) for e in chunk]
-
-    with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
-        pending = submit_chunk(pool, chunks[0]) if chunks else []
-        for ci in range(len(chunks)):
-            current = pending
-            pending = submit_chunk(pool, chunks[ci + 1]) if ci + 1 < len(chunks) else []
-            feats: List[Features] = []
-            done: dict = {}
-            for entry, fut in current:
-                waited = time.perf_counter()
-                try:
-                    feats.append(fut.result())
-                except Exception as e:  # noqa: BLE001 - any decode problem is this utterance's failure
-                    fail(entry.key, one_line(e))
-                stats.input_wait_seconds += time.perf_counter() - waited
-            for batch in make_batches(feats, batch_size, max_frames_per_batch):
-                if all(f.key in skip for f in batch):
+    for chunk, feats in featurized_chunks(chunks, lambda e: featurize(e, base_dir, device), num_workers, fail,
+                                          stats):
+        done: dict = {}
+        for batch in make_batches(feats, batch_size, max_frames_per_batch):
+            if all(f.key in skip for f in batch):
+                continue
+            try:
+                results = list(zip(batch, tokenize_batch(model, batch, max_frames_per_batch)))
+                watch.succeeded()
+            except Exception as e:  # noqa: BLE001 - retry one by one to isolate the bad item
+                results = retry_alone(lambda b: tokenize_batch(model, b, max_frames_per_batch),
+                                      batch, e, fail, watch)
+            for f, toks in results:
+                if f.key in skip:
                     continue
-                try:
-                    results = list(zip(batch, tokenize_batch(model, batch, max_frames_per_batch)))
-                    watch.succeeded()
-                except Exception as e:  # noqa: BLE001 - retry one by one to isolate the bad item
-                    results = retry_alone(lambda b: tokenize_batch(model, b, max_frames_per_batch),
-                                          batch, e, fail, watch)
-                for f, toks in results:
-                    if f.key in skip:
-                        continue
-                    if not toks:
-                        fail(f.key, "model returned no tokens")
-                        continue
-                    done[f.key] = toks
-                    stats.done += 1
-                    stats.audio_seconds += f.seconds
-                    bar.update(1)
-                stats.wall_seconds = time.perf_counter() - start
-                bar.set_postfix_str(f"{stats.speed:.1f} audio s/s, {stats.failed} failed")
-            for entry, _ in current:  # the chunk's tokens in input order
-                if entry.key in done:
-                    write_tokens(entry.key, done.pop(entry.key))
+                if not toks:
+                    fail(f.key, "model returned no tokens")
+                    continue
+                done[f.key] = toks
+                stats.done += 1
+                stats.audio_seconds += f.seconds
+                bar.update(1)
+            stats.wall_seconds = time.perf_counter() - start
+            bar.set_postfix_str(f"{stats.speed:.1f} audio s/s, {stats.failed} failed")
+        for entry in chunk:  # the chunk's tokens in input order
+            if entry.key in done:
+                write_tokens(entry.key, done.pop(entry.key))
     bar.close()
     stats.wall_seconds = time.perf_counter() - start
     return stats
