@@ -50,3 +50,29 @@ def run_and_report(logger, run, fail_file, total: int, max_fail_ratio: float, do
                      max_fail_ratio, fail_file)
         return 1
     return 0
+
+
+def add_job_arguments(parser) -> None:
+    """The options of a resumable stage job: ``--num_jobs/--job`` (a contiguous shard), ``--max_fail_ratio``,
+    ``--overwrite``, ``--no_progress``, ``-v``."""
+    parser.add_argument("--num_jobs", type=int, default=0, help="split the input into this many contiguous shards")
+    parser.add_argument("--job", type=int, default=0, help="which shard (1-based) this process does")
+    parser.add_argument("--max_fail_ratio", type=float, default=0.05,
+                        help="exit 1 when a larger share of utterances failed")
+    parser.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
+    parser.add_argument("--no_progress", action="store_true", help="no tqdm progress bar")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+
+
+def check_job_arguments(logger, args) -> bool:
+    """``--num_jobs`` and ``--job`` together (False, logged, otherwise); under torchrun without them, this
+    rank's shard."""
+    from s3tok.stages.sharding import distributed_job
+
+    if bool(args.num_jobs) != bool(args.job):
+        logger.error("--num_jobs and --job go together (got --num_jobs %s --job %s)", args.num_jobs, args.job)
+        return False
+    if not args.num_jobs and distributed_job():  # under torchrun: one shard per rank
+        args.num_jobs, args.job = distributed_job()
+        logger.info("torchrun: rank %d of %d does shard %d", args.job - 1, args.num_jobs, args.job)
+    return True

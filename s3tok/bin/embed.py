@@ -18,10 +18,11 @@ from typing import Optional, Sequence
 
 import torch
 
-from s3tok import exit_codes
-from s3tok.bin import add_max_duration, run_and_report, within_duration_limit
+from s3tok.bin import add_job_arguments, add_max_duration, check_job_arguments, run_and_report, \
+    within_duration_limit
+from s3tok.exit_codes import BAD_INPUT
 from s3tok.data.sources import add_container_arguments, container_sources, select_source
-from s3tok.stages.sharding import distributed_job, job_shard
+from s3tok.stages.sharding import job_shard
 from s3tok.util.logging_setup import setup_logging
 
 logger = logging.getLogger("s3tok.embed")
@@ -40,18 +41,13 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default="auto", choices=("auto", "torch", "onnxruntime"))
     p.add_argument("--output_dir", required=True)
     p.add_argument("--demo_dir", default="exp/models", help="where --model demo is written")
-    p.add_argument("--num_jobs", type=int, default=0, help="split the input into this many contiguous shards")
-    p.add_argument("--job", type=int, default=0, help="which shard (1-based) this process does")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (torch engine)")
     p.add_argument("--num_workers", type=int, default=2, help="decoding threads")
     p.add_argument("--num_threads", type=int, default=0,
                    help="torch intra-op threads, or onnxruntime sessions run in parallel (0: all cores)")
     p.add_argument("--base_dir", default=None, help="resolve relative wav.scp paths against this directory")
     add_max_duration(p)
-    p.add_argument("--max_fail_ratio", type=float, default=0.05, help="exit 1 when a larger share failed")
-    p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
-    p.add_argument("--no_progress", action="store_true")
-    p.add_argument("-v", "--verbose", action="count", default=0)
+    add_job_arguments(p)
     return p
 
 
@@ -69,11 +65,8 @@ def _main(args, argv: Optional[Sequence[str]]) -> int:
     logger.info("command: %s", " ".join(sys.argv if argv is None else ["s3tok embed", *argv]))
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
-    if bool(args.num_jobs) != bool(args.job):
-        logger.error("--num_jobs and --job go together (got --num_jobs %s --job %s)", args.num_jobs, args.job)
-        return exit_codes.BAD_INPUT
-    if not args.num_jobs and distributed_job():
-        args.num_jobs, args.job = distributed_job()
+    if not check_job_arguments(logger, args):
+        return BAD_INPUT
     try:
         utts = select_source(data_dir=args.data_dir, wav_scp=args.wav_scp, wav_dir=args.wav_dir,
                              **container_sources(args))
@@ -84,7 +77,7 @@ def _main(args, argv: Optional[Sequence[str]]) -> int:
                                  threads=args.num_threads or torch.get_num_threads())
     except (ValueError, OSError, RuntimeError, ImportError) as e:
         logger.error("%s", e)
-        return exit_codes.BAD_INPUT
+        return BAD_INPUT
     logger.info("%s: engine %s; %d utterances%s", path, embedder.engine, len(utts),
                 f" (job {args.job} of {args.num_jobs})" if args.num_jobs else "")
     files = EMBED.files(Path(args.output_dir), args.job or None)

@@ -22,9 +22,11 @@ import torch
 from s3tok.api import PRECISIONS, load_model
 from s3tok.util.cpu_memory import keep_freed_memory
 from s3tok.data.sources import add_container_arguments, container_sources, select_source
-from s3tok.bin import add_max_duration, run_and_report, within_duration_limit
+from s3tok.bin import add_job_arguments, add_max_duration, check_job_arguments, run_and_report, \
+    within_duration_limit
+from s3tok.exit_codes import BAD_INPUT
 from s3tok.util.logging_setup import setup_logging
-from s3tok.stages.sharding import distributed_job, job_shard, num_frames_file_for
+from s3tok.stages.sharding import job_shard, num_frames_file_for
 from s3tok.stages.tokenize_job import job_files, journal_path, run_job
 
 logger = logging.getLogger("s3tok.tokenize")
@@ -42,8 +44,6 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True,
                    help="official name (downloaded to the cache), .onnx file, or folder from s3tok convert")
     p.add_argument("--output_dir", required=True)
-    p.add_argument("--num_jobs", type=int, default=0, help="split the input into this many contiguous shards")
-    p.add_argument("--job", type=int, default=0, help="which shard (1-based) this process does")
     p.add_argument("--batch_size", type=int, default=16, help="most utterances per batch")
     p.add_argument("--max_frames_per_batch", type=int, default=None,
                    help="most padded mel frames per forward pass (100 frames = 1 s; default 6000 on CPU, "
@@ -58,11 +58,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--base_dir", default=None, help="resolve relative wav.scp paths against this directory "
                                                    "(default: the current directory)")
     add_max_duration(p)
-    p.add_argument("--max_fail_ratio", type=float, default=0.05,
-                   help="exit 1 when a larger share of utterances failed")
-    p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
-    p.add_argument("--no_progress", action="store_true", help="no tqdm progress bar")
-    p.add_argument("-v", "--verbose", action="count", default=0)
+    add_job_arguments(p)
     return p
 
 
@@ -76,12 +72,8 @@ def _main(args, argv: Optional[Sequence[str]]) -> int:
     logger.info("command: %s", " ".join(sys.argv if argv is None else ["s3tok tokenize", *argv]))
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
-    if bool(args.num_jobs) != bool(args.job):
-        logger.error("--num_jobs and --job go together (got --num_jobs %s --job %s)", args.num_jobs, args.job)
-        return 2
-    if not args.num_jobs and distributed_job():  # under torchrun: one shard per rank
-        args.num_jobs, args.job = distributed_job()
-        logger.info("torchrun: rank %d of %d does shard %d", args.job - 1, args.num_jobs, args.job)
+    if not check_job_arguments(logger, args):
+        return BAD_INPUT
     try:
         utts = select_source(data_dir=args.data_dir, wav_scp=args.wav_scp, wav_dir=args.wav_dir,
                              feats_scp=args.feats_scp, **container_sources(args))
