@@ -111,6 +111,11 @@ def test_cosyvoice_formats_jobs_merge_and_speaker_means(ref, campplus_onnx, tmp_
         members = [u1[k] for k in u1 if utt2spk[k] == s]
         assert vec == torch.tensor(members).mean(dim=0).tolist()
     assert set(spk) == {"spk0", "spk1", "spk2"}
+    # a second merge writes the same bytes
+    assert merge_bin.main(["--data_dir", str(data), "--output_dir", str(one), "--num_jobs", "0",
+                           "--dest", str(one / "m2"), "--max_fail_ratio", "0.1"]) == 0
+    for name in ("utt2embedding.pt", "spk2embedding.pt"):
+        assert (one / "m2" / name).read_bytes() == (one / "m" / name).read_bytes(), name
 
 
 def test_resume_keeps_the_journal_and_a_finished_job_is_skipped(ref, campplus_onnx, tmp_path, caplog):

@@ -73,12 +73,16 @@ def test_merge_publishes_all_or_nothing(ref, tmp_path, monkeypatch):
     before = {p.name: p.read_bytes() for p in dest.iterdir() if p.is_file()}
     # a second merge, of tokens made in bf16 (another tokenizer.json), interrupted while writing its last output
     assert _tokenize(scp, ref, out, "--dtype", "bfloat16") == 0
-    import s3tok.stages.merge as merge
+    import s3tok.util.fsutil as fsutil
 
-    def interrupted(obj, path):
-        raise KeyboardInterrupt
+    synced = []
 
-    monkeypatch.setattr(merge, "_torch_save", interrupted)
+    def interrupted(fd):  # the 5th and last output (utt2speech_token.pt) is cut while being written
+        synced.append(fd)
+        if len(synced) == 5:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(fsutil.os, "fsync", interrupted)
     with pytest.raises(KeyboardInterrupt):
         merge_jobs(out, 0, keys, dest, utt2speech_token=dest / "utt2speech_token.pt")
     monkeypatch.undo()
@@ -87,6 +91,10 @@ def test_merge_publishes_all_or_nothing(ref, tmp_path, monkeypatch):
     assert not (dest / ".done" / "merge_tokens").exists()  # and the set is not marked as merged
     merge_jobs(out, 0, keys, dest, utt2speech_token=dest / "utt2speech_token.pt")
     assert (dest / ".done" / "merge_tokens").exists() and not list(dest.glob(".*.tmp"))
+    # the same merge again gives the same bytes (torch.save made in memory: no temporary name inside it)
+    again = tmp_path / "again"
+    merge_jobs(out, 0, keys, again, utt2speech_token=again / "utt2speech_token.pt")
+    assert (again / "utt2speech_token.pt").read_bytes() == (dest / "utt2speech_token.pt").read_bytes()
     assert '"dtype": "bfloat16"' in (dest / "tokenizer.json").read_text()
 
 

@@ -37,7 +37,7 @@ from s3tok.stages import protocol
 from s3tok.stages.journal import clear_done, mark_done
 from s3tok.stages.pipeline import FaultWatch, RunStats, featurized_chunks, read_utterance, retry_alone
 from s3tok.stages.protocol import JobPaths, MergeError, Stage, check_coverage, read_pairs
-from s3tok.util.fsutil import atomic_write_lines, publish, remove_leftovers
+from s3tok.util.fsutil import atomic_write_lines, publish, remove_leftovers, torch_saved
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def merge_embed_jobs(output_dir: PathLike, num_jobs: int, input_keys: Sequence[s
         (dest / "embedding.scp", _lines(f"{k} {v}" for k, v in scp_rows)),
         (dest / "embed_fail", _lines(f"{k} {v}" for k, v in fail_rows)),
         (dest / "embedder.json", (json.dumps(makers[0], indent=1, sort_keys=True) + "\n").encode("utf-8")),
-        (dest / "utt2embedding.pt", lambda tmp: torch.save(utt2emb, tmp)),
+        (dest / "utt2embedding.pt", torch_saved(utt2emb)),
     ]
     speakers = 0
     if utt2spk is not None:
@@ -198,7 +198,7 @@ def merge_embed_jobs(output_dir: PathLike, num_jobs: int, input_keys: Sequence[s
             raise MergeError(f"{len(lacking)} utterance(s) have no speaker in utt2spk, e.g. {lacking[:3]}")
         spk2emb = speaker_means(utt2emb, utt2spk)
         speakers = len(spk2emb)
-        outputs.append((dest / "spk2embedding.pt", lambda tmp: torch.save(spk2emb, tmp)))
+        outputs.append((dest / "spk2embedding.pt", torch_saved(spk2emb)))
     clear_done(dest, MERGE_STAGE)
     remove_leftovers(dest, [p for p, _ in outputs])
     publish(outputs)

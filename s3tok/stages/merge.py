@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from s3tok.util.fsutil import publish, remove_leftovers
+from s3tok.util.fsutil import publish, remove_leftovers, torch_saved
 from s3tok.stages import protocol
 from s3tok.stages.journal import clear_done, mark_done
 from s3tok.stages.protocol import MergeError, check_coverage, read_pairs  # noqa: F401 - part of this API
@@ -70,7 +70,7 @@ def merge_jobs(output_dir: PathLike, num_jobs: int, input_keys: Sequence[str], d
         (dest / "tokenizer.json", (json.dumps(first, indent=1, sort_keys=True) + "\n").encode("utf-8")),
     ]
     if utt2speech_token:
-        outputs.append((Path(utt2speech_token), lambda tmp: _torch_save(dict(tokens), tmp)))
+        outputs.append((Path(utt2speech_token), torch_saved(dict(tokens))))
     if jsonl:
         outputs.append((Path(jsonl), _lines([json.dumps({"key": k, "code": v}, ensure_ascii=False)
                                              for k, v in tokens.items()])))
@@ -85,12 +85,6 @@ def merge_jobs(output_dir: PathLike, num_jobs: int, input_keys: Sequence[str], d
 
 def _lines(rows: Sequence[str]) -> bytes:
     return "".join(r + "\n" for r in rows).encode("utf-8")
-
-
-def _torch_save(obj, path: Path) -> None:
-    import torch
-
-    torch.save(obj, path)
 
 
 CONSISTENT_MARK = ".s3tok_consistent"

@@ -122,3 +122,15 @@ def _signals_held():
             signal.signal(s, h)
         for s in got:
             os.kill(os.getpid(), s)
+
+
+def torch_saved(obj) -> bytes:
+    """``torch.save(obj)`` as bytes, made in memory: the archive's inner folder is then always ``archive``,
+    where saving to a temporary file would name it after that file and make every run's bytes differ."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
