@@ -108,6 +108,13 @@ def _first_lines(lines: Sequence[Line]) -> Dict[str, int]:
     return {ln.key: ln.lineno for ln in lines}
 
 
+_NAMES = ("wav.scp", "segments", "text", "utt2spk", "spk2utt", "utt2dur", "reco2dur", "utt2num_frames", "utt2lang",
+          "utt2uniq", "feats.scp", "tokens.scp", "utt2num_tokens", "spk2gender")
+# files keyed by utterance, and whether they must cover every utterance
+_UTT_FILES = (("text", False), ("utt2dur", True), ("feats.scp", False), ("utt2num_frames", False),
+              ("tokens.scp", False), ("utt2num_tokens", False), ("utt2lang", False), ("utt2uniq", False))
+
+
 def validate_data_dir(data_dir: PathLike, no_text: bool = False, no_feats: bool = False,
                       no_wav: bool = False, no_spk_sort: bool = False) -> List[str]:
     """Problems of a Kaldi data dir, each naming the file and line; an empty list means valid.
@@ -125,13 +132,32 @@ def validate_data_dir(data_dir: PathLike, no_text: bool = False, no_feats: bool 
     if not d.is_dir():
         return [f"{d}: not a directory"]
     p = _Problems()
-    names = ["wav.scp", "segments", "text", "utt2spk", "spk2utt", "utt2dur", "reco2dur", "utt2num_frames",
-             "utt2lang", "utt2uniq", "feats.scp", "tokens.scp", "utt2num_tokens", "spk2gender"]
     required = {"utt2spk", "spk2utt"} | (set() if no_wav else {"wav.scp"}) | (set() if no_text else {"text"})
+    files = _read_files(d, p, required, skip={"feats.scp"} if no_feats else set())
+    found = _utterances(d, files, p)
+    if found is None:
+        return p.finish()
+    src_name, utts = found
+    for name, exact in ((("utt2spk", True),) if src_name != "utt2spk" else ()) + _UTT_FILES:
+        if name in files:
+            _check_keys(d, name, files[name], utts, src_name, exact, p)
+    if "reco2dur" in files and "wav.scp" in files:
+        recos = _first_lines(files["wav.scp"])
+        for ln in files["reco2dur"]:
+            if ln.key not in recos:
+                p.add(d / "reco2dur", ln.lineno, "extra", f"recording {ln.key!r} is not in wav.scp")
+    if "utt2spk" in files:
+        _check_speakers(d, files, p, no_spk_sort)
+    return p.finish()
+
+
+def _read_files(d: Path, p: _Problems, required: Set[str], skip: Set[str]) -> Dict[str, List[Line]]:
+    """The lines of every known file present (scanned for format problems); a missing required one is a
+    problem."""
     files: Dict[str, List[Line]] = {}
-    for name in names:
+    for name in _NAMES:
         path = d / name
-        if no_feats and name == "feats.scp":
+        if name in skip:
             continue
         if not path.is_file():
             if name in required:
@@ -139,19 +165,21 @@ def validate_data_dir(data_dir: PathLike, no_text: bool = False, no_feats: bool 
                     "; use --no-text if the data has no transcripts)" if name == "text" else ")"))
             continue
         files[name] = _scan(path, p, name)
+    return files
 
-    # the utterances and recordings
-    segs: Dict[str, Tuple[int, Segment]] = {}
+
+def _utterances(d: Path, files: Dict[str, List[Line]], p: _Problems) -> Optional[Tuple[str, Dict[str, int]]]:
+    """``(the file that defines the utterances, {utterance: line})``: ``segments`` (its recordings checked
+    against ``wav.scp``), else ``wav.scp``, else ``utt2spk``; None when there is none of them."""
     if "segments" in files:
         seg_path = d / "segments"
+        segs: Dict[str, Tuple[int, Segment]] = {}
         for ln in files["segments"]:
             seg, problem = _segment(ln)
             if seg is None:
                 p.add(seg_path, ln.lineno, "segment", str(problem))
             else:
                 segs[ln.key] = (ln.lineno, seg)
-        src_name = "segments"
-        utts = _first_lines(files["segments"])
         if "wav.scp" in files:
             recos = _first_lines(files["wav.scp"])
             used: Set[str] = set()
@@ -162,52 +190,42 @@ def validate_data_dir(data_dir: PathLike, no_text: bool = False, no_feats: bool 
             for reco, lineno in recos.items():
                 if reco not in used:
                     p.add(d / "wav.scp", lineno, "unused", f"recording {reco!r} is used by no segment")
-    elif "wav.scp" in files:
-        src_name, utts = "wav.scp", _first_lines(files["wav.scp"])
-    elif "utt2spk" in files:
-        src_name, utts = "utt2spk", _first_lines(files["utt2spk"])
-    else:
-        return p.finish()
-
-    def same_keys(name: str, lines: Sequence[Line], exact: bool) -> None:
-        have = _first_lines(lines)
-        for key, lineno in have.items():
-            if key not in utts:
-                p.add(d / name, lineno, "extra", f"utterance {key!r} is not in {src_name}")
-        if exact:
-            for key, lineno in utts.items():
-                if key not in have:
-                    p.add(d / src_name, lineno, f"missing-{name}", f"utterance {key!r} has no line in {name}")
-
-    if "utt2spk" in files and src_name != "utt2spk":
-        same_keys("utt2spk", files["utt2spk"], exact=True)
-    for name, exact in (("text", False), ("utt2dur", True), ("feats.scp", False), ("utt2num_frames", False),
-                        ("tokens.scp", False), ("utt2num_tokens", False), ("utt2lang", False),
-                        ("utt2uniq", False)):
+        return "segments", _first_lines(files["segments"])
+    for name in ("wav.scp", "utt2spk"):
         if name in files:
-            same_keys(name, files[name], exact)
-    if "reco2dur" in files and "wav.scp" in files:
-        recos = _first_lines(files["wav.scp"])
-        for ln in files["reco2dur"]:
-            if ln.key not in recos:
-                p.add(d / "reco2dur", ln.lineno, "extra", f"recording {ln.key!r} is not in wav.scp")
+            return name, _first_lines(files[name])
+    return None
 
-    if "utt2spk" in files:
-        utt2spk = {ln.key: ln.value for ln in files["utt2spk"]}
-        utt2spk_line = _first_lines(files["utt2spk"])
-        expected = utt2spk_to_spk2utt(utt2spk)
-        if "spk2utt" in files:
-            _check_spk2utt(d, files["spk2utt"], expected, utt2spk, utt2spk_line, p)
-        if not no_spk_sort:
-            by_utt = sorted(utt2spk, key=sort_key)
-            by_spk = sorted(utt2spk, key=lambda u: (sort_key(utt2spk[u]), sort_key(u)))
-            for a, b in zip(by_utt, by_spk):
-                if a != b:
-                    p.add(d / "utt2spk", utt2spk_line[a], "spk-sort",
-                          f"utt2spk is not in the same order when sorted by speaker (at {a!r}, speaker "
-                          f"{utt2spk[a]!r}); make speaker ids prefixes of utterance ids, or pass --no-spk-sort")
-                    break
-    return p.finish()
+
+def _check_keys(d: Path, name: str, lines: Sequence[Line], utts: Dict[str, int], src_name: str, exact: bool,
+                p: _Problems) -> None:
+    """Keys of ``name`` are utterances of ``src_name``; with ``exact`` every utterance has one."""
+    have = _first_lines(lines)
+    for key, lineno in have.items():
+        if key not in utts:
+            p.add(d / name, lineno, "extra", f"utterance {key!r} is not in {src_name}")
+    if exact:
+        for key, lineno in utts.items():
+            if key not in have:
+                p.add(d / src_name, lineno, f"missing-{name}", f"utterance {key!r} has no line in {name}")
+
+
+def _check_speakers(d: Path, files: Dict[str, List[Line]], p: _Problems, no_spk_sort: bool) -> None:
+    """``spk2utt`` is the inverse of ``utt2spk``; speaker order agrees with utterance order."""
+    utt2spk = {ln.key: ln.value for ln in files["utt2spk"]}
+    utt2spk_line = _first_lines(files["utt2spk"])
+    if "spk2utt" in files:
+        _check_spk2utt(d, files["spk2utt"], utt2spk_to_spk2utt(utt2spk), utt2spk, utt2spk_line, p)
+    if no_spk_sort:
+        return
+    by_utt = sorted(utt2spk, key=sort_key)
+    by_spk = sorted(utt2spk, key=lambda u: (sort_key(utt2spk[u]), sort_key(u)))
+    for a, b in zip(by_utt, by_spk):
+        if a != b:
+            p.add(d / "utt2spk", utt2spk_line[a], "spk-sort",
+                  f"utt2spk is not in the same order when sorted by speaker (at {a!r}, speaker "
+                  f"{utt2spk[a]!r}); make speaker ids prefixes of utterance ids, or pass --no-spk-sort")
+            break
 
 
 def _check_spk2utt(d: Path, lines: Sequence[Line], expected: Dict[str, List[str]], utt2spk: Mapping[str, str],
@@ -336,12 +354,23 @@ def fix_data_dir(data_dir: PathLike, utt_extra_files: Sequence[str] = (),
                          f"({', '.join(['segments' if segments is not None else 'wav.scp'] + list(tables))}); "
                          "nothing changed")
 
+    kept_recos = {seg_reco[u] for u in utts} if segments is not None else utts
+    outputs = _fixed_files(d, utts, kept_recos, recordings, segments, tables, spk_extra_files, dropped)
+    for line in dropped:
+        logger.warning("dropped %s", line)
+    rep.changed = _write_changed(d, outputs)
+    logger.info("%s", rep)
+    return rep
+
+
+def _fixed_files(d: Path, utts: Set[str], kept_recos: Set[str], recordings: Dict[str, str],
+                 segments: Optional[Dict[str, str]], tables: Dict[str, Dict[str, str]],
+                 spk_extra_files: Sequence[str], dropped: List[str]) -> Dict[str, bytes]:
+    """Every file of the fixed data dir, rendered sorted: the kept utterances, their recordings and speakers
+    (``spk2utt`` regenerated from ``utt2spk``)."""
     outputs: Dict[str, bytes] = {}
     if segments is not None:
         outputs["segments"] = _render((u, v) for u, v in segments.items() if u in utts)
-        kept_recos = {seg_reco[u] for u in utts}
-    else:
-        kept_recos = utts
     outputs["wav.scp"] = _render((r, v) for r, v in recordings.items() if r in kept_recos)
     for name, table in tables.items():
         outputs[name] = _render((u, v) for u, v in table.items() if u in utts)
@@ -359,9 +388,12 @@ def fix_data_dir(data_dir: PathLike, utt_extra_files: Sequence[str] = (),
                                         if s in spk2utt)
     elif (d / "spk2utt").is_file():
         logger.warning("%s: spk2utt without utt2spk; left as it is", d)
+    return outputs
 
-    for line in dropped:
-        logger.warning("dropped %s", line)
+
+def _write_changed(d: Path, outputs: Dict[str, bytes]) -> List[str]:
+    """Write the files whose content changes (each old one first copied to ``.backup/``); their names."""
+    changed = []
     for name, data in outputs.items():
         path = d / name
         old = path.read_bytes() if path.is_file() else None
@@ -370,6 +402,6 @@ def fix_data_dir(data_dir: PathLike, utt_extra_files: Sequence[str] = (),
         if old is not None:
             atomic_write_bytes(d / ".backup" / name, old)
         atomic_write_bytes(path, data)
-        rep.changed.append(name)
-    logger.info("%s", rep)
-    return rep
+        changed.append(name)
+    return changed
+
