@@ -166,3 +166,17 @@ def test_sha_memo_avoids_rehash(ref, home, monkeypatch):
     monkeypatch.setattr(hub, "sha256_of", lambda p: (_ for _ in ()).throw(AssertionError("rehashed")))
     assert hub.file_sha256(path) == digest
     assert Path(home / "sha256.json").is_file()
+
+
+def test_download_cli_takes_the_speaker_model(server, home, monkeypatch, onnx_bytes, capsys):
+    """`s3tok download campplus` fetches CAM++ into the cache as the tokenizers are fetched (the real
+    download code, from a local server standing in for the mirrors)."""
+    import hashlib
+
+    entry = hub.OfficialModel("campplus", "campplus.onnx", hashlib.sha256(onnx_bytes).hexdigest(),
+                              (server.url + "/good/speech_tokenizer_v1.onnx",))
+    monkeypatch.setitem(hub.SPEAKER_MODELS, "campplus", entry)
+    assert download_bin.main(["campplus", "--no_progress"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("campplus\t") and out.strip().endswith(str(home / "onnx" / "campplus" / "campplus.onnx"))
+    assert (home / "onnx" / "campplus" / "campplus.onnx").read_bytes() == onnx_bytes

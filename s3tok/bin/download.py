@@ -1,4 +1,4 @@
-"""Download official S3 tokenizers into the cache (``$S3TOK_HOME``, default ``~/.cache/s3tok``).
+"""Download official S3 tokenizers (and the CAM++ speaker model, ``campplus``) into the cache (``$S3TOK_HOME``, default ``~/.cache/s3tok``).
 
 Each file is fetched from ModelScope (then the Hugging Face mirror), resumed if interrupted, verified by
 SHA-256 and renamed into place; a file already cached with the right hash is not fetched again.
@@ -20,7 +20,8 @@ logger = logging.getLogger("s3tok.download")
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="s3tok download", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("names", nargs="+", metavar="NAME", help=f"one of: {', '.join(hub.REGISTRY)}, or 'all'")
+    p.add_argument("names", nargs="+", metavar="NAME",
+                   help=f"one of: {', '.join([*hub.REGISTRY, *hub.SPEAKER_MODELS])}, or 'all'")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a mirror is given up")
     p.add_argument("--no_progress", action="store_true")
     return p
@@ -29,15 +30,17 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logging()
-    names = list(hub.REGISTRY) if args.names == ["all"] else args.names
-    unknown = [n for n in names if n not in hub.REGISTRY]
+    known = {**{n: hub.download_model for n in hub.REGISTRY},
+             **{n: hub.download_speaker_model for n in hub.SPEAKER_MODELS}}
+    names = list(known) if args.names == ["all"] else args.names
+    unknown = [n for n in names if n not in known]
     if unknown:
-        logger.error("unknown model(s) %s; known: %s", ", ".join(unknown), ", ".join(hub.REGISTRY))
+        logger.error("unknown model(s) %s; known: %s", ", ".join(unknown), ", ".join(known))
         return 2
     failed = 0
     for name in names:
         try:
-            path = hub.download_model(name, progress=not args.no_progress, timeout=args.timeout)
+            path = known[name](name, progress=not args.no_progress, timeout=args.timeout)
         except hub.DownloadError as e:
             logger.error("%s", e)
             failed += 1

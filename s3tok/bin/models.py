@@ -1,4 +1,5 @@
-"""List the official S3 tokenizers s3tok knows: name, token rate, quantizer, codebook size."""
+"""List the official models s3tok knows: the S3 tokenizers (name, token rate, quantizer, codebook size,
+blocks) and the CAM++ speaker model (name, embedding size, file)."""
 from __future__ import annotations
 
 import argparse
@@ -18,6 +19,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         c = official_config(name)
         sys.stdout.write(f"{name}\t{c.token_rate} Hz\t{c.quantizer.upper()}\t{c.codebook_size} codes\t"
                          f"{c.depth} blocks\n")
+    from s3tok.model.campplus import CampPlusConfig
+    from s3tok.modelfiles.hub import SPEAKER_MODELS
+
+    for name, entry in SPEAKER_MODELS.items():
+        sys.stdout.write(f"{name}\tspeaker\tCAM++\t{CampPlusConfig().embedding_size}-d\t{entry.filename}\n")
     return 0
 
 
