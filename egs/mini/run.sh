@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 exec ../TEMPLATE/tokens.sh --sets "train dev test" --nj 2 --model demo --spk_model demo \
-  --corpus_dir corpus "$@"
+  --parquet_opts "--text_remove_spaces" --corpus_dir corpus "$@"
