@@ -44,7 +44,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True,
                    help="official name (downloaded to the cache), .onnx file, or folder from s3tok convert")
     p.add_argument("--output_dir", required=True)
-    p.add_argument("--batch_size", type=int, default=16, help="most utterances per batch")
+    p.add_argument("--batch_size", type=int, default=None,
+                   help="most utterances per batch (default 16 on CPU; on a GPU the frame budget alone decides)")
     p.add_argument("--max_frames_per_batch", type=int, default=None,
                    help="most padded mel frames per forward pass (100 frames = 1 s; default 6000 on CPU, "
                         "48000 on GPU)")
@@ -53,13 +54,33 @@ def get_parser() -> argparse.ArgumentParser:
                    help="float32 gives the official tokens; bfloat16 is fastest on CPUs with AMX/AVX-512 BF16; "
                         "bfloat16-mixed runs only the matrix products and attention in bf16 (slower, fewer "
                         "tokens differ from float32)")
-    p.add_argument("--num_workers", type=int, default=2, help="decoding threads")
+    p.add_argument("--num_workers", type=int, default=None,
+                   help="decoding threads (default 2 on CPU, min(8, cores - 1) on a GPU)")
     p.add_argument("--num_threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--base_dir", default=None, help="resolve relative wav.scp paths against this directory "
                                                    "(default: the current directory)")
     add_max_duration(p)
     add_job_arguments(p)
     return p
+
+
+def pick_device(name: str) -> torch.device:
+    """The device ``--device`` names; plain ``cuda`` under torchrun is ``cuda:LOCAL_RANK``. A CUDA device is
+    made the current one, so that what names no device (pinned memory, events, synchronize) uses it too and
+    not GPU 0 for every rank. Raises ValueError when CUDA is asked for and absent."""
+    device = torch.device(name)
+    if device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA here (torch {torch.__version__}"
+                         f"{', a CPU-only build' if torch.version.cuda is None else ', no GPU visible'}); "
+                         "use --device cpu")
+    rank = os.environ.get("LOCAL_RANK") if device.index is None else None
+    if device.index is None:  # torchrun: one GPU per local rank
+        device = torch.device("cuda", int(rank) if rank is not None else torch.cuda.current_device())
+    torch.cuda.set_device(device)
+    logger.info("device %s%s", device, f" (LOCAL_RANK {rank})" if rank is not None else "")
+    return device
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -79,13 +100,7 @@ def _main(args, argv: Optional[Sequence[str]]) -> int:
                              feats_scp=args.feats_scp, **container_sources(args))
         if args.num_jobs:
             utts = job_shard(utts, args.num_jobs, args.job, num_frames_file_for(args.data_dir, args.feats_scp))
-        device = torch.device(args.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"--device {args.device}: no CUDA here (torch {torch.__version__}"
-                             f"{', a CPU-only build' if torch.version.cuda is None else ', no GPU visible'}); "
-                             "use --device cpu")
-        if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
-            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))  # torchrun: one GPU per local rank
+        device = pick_device(args.device)
         if device.type == "cpu":
             keep_freed_memory()  # no fresh zeroed pages for every forward pass
         model = load_model(args.model, device=device, dtype=args.dtype)

@@ -19,6 +19,7 @@ import soundfile as sf
 import torch
 
 from s3tok.model.ieee_fp32 import ieee_fp32
+from s3tok.model.tokenizer import to_device_nowait
 
 SAMPLE_RATE = 16000
 N_FFT = 400
@@ -322,7 +323,7 @@ def log_mel_batch(wavs: Sequence[torch.Tensor], n_mels: int = 128,
     power = _power_spectrum(x[..., :(t_max - 1) * HOP_LENGTH + N_FFT], _hann(dev))
     with ieee_fp32(dev):  # fp32, not TF32, on a GPU
         mel = _mel_filters(dev, n_mels) @ power
-    valid = torch.arange(t_max, device=dev)[None, :] < lens.to(dev)[:, None]
+    valid = torch.arange(t_max, device=dev)[None, :] < to_device_nowait(lens, dev)[:, None]
     out = _log_compress_(mel, valid)
     return out.masked_fill(~valid[:, None, :], 0.0), lens
 

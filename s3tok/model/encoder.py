@@ -1,12 +1,14 @@
 """The S3 tokenizer encoder: two convolutions and pre-LN transformer blocks (optionally rotary + FSMN)."""
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from s3tok.model.config import S3Config
 
@@ -72,6 +74,21 @@ def linear(layer: nn.Linear, x: Tensor, gelu: bool = False, add: Optional[Tensor
 def conv_out_lengths(lengths: Tensor, stride: int) -> Tensor:
     """Length after a kernel-3, padding-1 convolution: ``(L - 1) // stride + 1``."""
     return torch.div(lengths - 1, stride, rounding_mode="floor") + 1
+
+
+def conv_out_length(length: int, stride: int) -> int:
+    """:func:`conv_out_lengths` of one host integer."""
+    return (length - 1) // stride + 1
+
+
+def sdpa_backends(device: torch.device, dtype: torch.dtype) -> Optional[List[SDPBackend]]:
+    """The attention kernels fp32 may use on ``device``, or None for PyTorch's choice. CUDA fp32: the math
+    backend only, whose products are cuBLAS matrix products that :func:`~s3tok.model.ieee_fp32.ieee_fp32`
+    keeps IEEE; with a padding mask PyTorch would pick the memory-efficient kernel, which may run fp32
+    products as TF32 passes on recent GPUs (attention is about 2 % of the encoder's work)."""
+    if device.type == "cuda" and dtype == torch.float32:
+        return [SDPBackend.MATH]
+    return None
 
 
 def length_mask(lengths: Tensor, max_len: int) -> Tensor:
@@ -148,9 +165,11 @@ class Attention(nn.Module):
         adt = self.out.weight.dtype  # mixed precision: attention in the weights' dtype
         q, k, vh = q.to(adt), k.to(adt), vh.to(adt)
         if self.use_sdpa:  # the kernel scales the scores by head_dim^-0.5 itself
-            o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), vh,
-                                               attn_mask=None if key_bias is None else key_bias.to(q.dtype),
-                                               scale=self.head_dim ** -0.5)
+            backends = sdpa_backends(q.device, q.dtype)
+            with sdpa_kernel(backends) if backends else contextlib.nullcontext():
+                o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), vh,
+                                                   attn_mask=None if key_bias is None else key_bias.to(q.dtype),
+                                                   scale=self.head_dim ** -0.5)
         else:  # the official order: q and k each scaled by head_dim^-0.25
             scale = self.head_dim ** -0.25
             q = q.transpose(1, 2) * scale
@@ -208,8 +227,18 @@ class Encoder(nn.Module):
             self._rope_cache = cache
         return cache[0][:t], cache[1][:t]
 
-    def forward(self, mels: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
-        """Return hidden states ``[B, T', D]`` and their lengths ``[B]``."""
+    def output_padded(self, lengths: Sequence[int], frames: int) -> bool:
+        """Whether some item of ``lengths`` (host integers) is shorter than the others after the two
+        convolutions of a ``frames``-long batch: what :meth:`forward` would find on the device."""
+        def out(n: int) -> int:
+            return conv_out_length(conv_out_length(n, self.cfg.conv1_stride), self.cfg.conv2_stride)
+        return any(out(n) < out(frames) for n in lengths)
+
+    def forward(self, mels: Tensor, lengths: Tensor, padded: Optional[bool] = None) -> Tuple[Tensor, Tensor]:
+        """Return hidden states ``[B, T', D]`` and their lengths ``[B]``.
+
+        ``padded``: :meth:`output_padded` of the lengths, when the caller knows them on the host; None asks
+        the device (a wait on CUDA)."""
         x = mels * length_mask(lengths, mels.shape[-1])[:, None, :].to(mels.dtype)
         x = F.gelu(self.conv1(x))
         lengths = conv_out_lengths(lengths, self.cfg.conv1_stride)
@@ -229,7 +258,9 @@ class Encoder(nn.Module):
             rope = self._rope(t, x.device, x.dtype)
         key_bias: Optional[Tensor] = None
         pad_mask: Optional[Tensor] = None
-        if not bool(valid.all()):  # some item is padded: mask its keys and its FSMN input/output
+        if padded is None:
+            padded = not bool(valid.all())
+        if padded:  # some item is padded: mask its keys and its FSMN input/output
             key_bias = torch.zeros(valid.shape, dtype=torch.float32, device=x.device)
             key_bias = key_bias.masked_fill(~valid, -1e10)[:, None, None, :]
             pad_mask = valid[:, :, None].to(x.dtype)

@@ -29,6 +29,23 @@ def default_max_frames(device: Union[str, torch.device]) -> int:
     return CPU_MAX_FRAMES_PER_FORWARD if torch.device(device).type == "cpu" else GPU_MAX_FRAMES_PER_FORWARD
 
 
+def to_device_nowait(t: Tensor, device: Union[str, torch.device]) -> Tensor:
+    """``t`` on ``device`` without making the host wait. On CUDA a host tensor goes through pinned memory with
+    a non-blocking copy (a copy from pageable memory waits for all the work queued on the stream);
+    anywhere else this is ``t.to(device)``."""
+    device = torch.device(device)
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return (t if t.is_pinned() else t.pin_memory()).to(device, non_blocking=True)
+
+
+def covers_batch(group: Sequence[Segment], per_item: Sequence[Sequence[Segment]], padded_frames: int) -> bool:
+    """Whether one forward pass of ``group`` is the batch itself: every item whole, in batch order (longest
+    first), the longest as long as the padded batch; then the batch goes in as it is, with no copy."""
+    return (len(group) == len(per_item) and group[0].length == padded_frames
+            and all(seg.item == i and len(per_item[i]) == 1 for i, seg in enumerate(group)))
+
+
 def group_segments(segments: Sequence[Segment], max_frames: int, max_items: int = 0) -> List[List[Segment]]:
     """Forward passes of segments of similar length (longest first), at most ``max_frames`` padded
     frames each, so short items are never padded to a long window; each segment lands once."""
@@ -135,10 +152,13 @@ class S3Tokenizer(nn.Module):
     @torch.no_grad()
     def forward_segments(self, mels: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
         """Encoder + quantizer on one padded batch of at most 30 s items: ``(codes [B, T'], lens [B])``."""
-        x = mels.to(device=self.device, dtype=self.compute_dtype)
-        lengths = lengths.to(device=self.device, dtype=torch.int64)
+        x = to_device_nowait(mels, self.device).to(self.compute_dtype)
+        padded = None  # lengths on the host: decide the padding masks here, not by asking the device
+        if lengths.device.type == "cpu":
+            padded = self.encoder.output_padded(lengths.tolist(), mels.shape[-1])
+        lengths = to_device_nowait(lengths.to(torch.int64), self.device)
         with ieee_fp32(self.device):  # no TF32 on a GPU: fp32 tokens as the official fp32 graph
-            h, out_lens = self.encoder(x, lengths)
+            h, out_lens = self.encoder(x, lengths, padded=padded)
             return self.quantizer(h), out_lens
 
     @torch.no_grad()
@@ -153,8 +173,16 @@ class S3Tokenizer(nn.Module):
             raise ValueError(f"mels must be [B, {self.config.n_mels}, T], got {list(mels.shape)}")
         if mels_lens.dim() != 1 or mels_lens.shape[0] != mels.shape[0]:
             raise ValueError(f"mels_lens must be [B={mels.shape[0]}], got {list(mels_lens.shape)}")
-        out_device = mels.device
         frames = [int(n) for n in mels_lens.tolist()]
+        codes, lens = self.quantize_frames(mels, frames, max_frames_per_forward)
+        return codes.to(mels.device), torch.tensor(lens, dtype=torch.int64).to(mels.device)
+
+    @torch.no_grad()
+    def quantize_frames(self, mels: Tensor, frames: Sequence[int],
+                        max_frames_per_forward: Optional[int] = None) -> Tuple[Tensor, List[int]]:
+        """:meth:`quantize` for a caller that knows the lengths on the host and must not wait for the device:
+        ``frames`` are Python ints; returns ``codes [B, T']`` on the model's device (queued, perhaps not yet
+        computed) and each item's token count. Nothing in here reads a value back from the device."""
         for i, n in enumerate(frames):
             if n <= 0 or n > mels.shape[-1]:
                 raise ValueError(f"item {i}: length {n} outside 1..{mels.shape[-1]}")
@@ -165,30 +193,45 @@ class S3Tokenizer(nn.Module):
         out = torch.zeros((len(frames), max(lens_out)), dtype=torch.int64, device=self.device)
         windowed = {}
         for group in group_segments([s for segs in per_item for s in segs], budget):
-            longest = group[0].length
-            batch = mels.new_zeros((len(group), mels.shape[1], longest))
-            for j, seg in enumerate(group):
-                batch[j, :, :seg.length] = mels[seg.item, :, seg.start:seg.start + seg.length]
-            lens = torch.tensor([s.length for s in group], dtype=torch.int64)
-            codes, _ = self.forward_segments(batch, lens)
-            self.frame_count.useful += sum(s.length for s in group)
-            self.frame_count.computed += len(group) * longest
+            codes = self._forward_group(mels, group, per_item)
             whole = [j for j, seg in enumerate(group) if len(per_item[seg.item]) == 1]
             if whole:  # items of at most 30 s: one indexed copy, zeros past each length
-                n = min(codes.shape[1], out.shape[1])
-                rows = codes[torch.tensor(whole, device=codes.device), :n]
-                keep = torch.tensor([group[j].keep_to for j in whole], device=codes.device)
-                valid = torch.arange(n, device=codes.device)[None, :] < keep[:, None]
-                items = torch.tensor([group[j].item for j in whole], device=out.device)
-                out[items, :n] = torch.where(valid, rows, torch.zeros((), dtype=rows.dtype, device=rows.device))
+                self._place_whole(out, codes, [group[j] for j in whole], whole)
             for j, seg in enumerate(group):
                 if len(per_item[seg.item]) > 1:
                     windowed[(seg.item, seg.start)] = codes[j, seg.keep_from:seg.keep_to]
         for i, segs in enumerate(per_item):
             if len(segs) > 1:
                 out[i, :lens_out[i]] = torch.cat([windowed[(i, s.start)] for s in segs])
-        lens_out = torch.tensor(lens_out, dtype=torch.int64)
-        return out.to(out_device), lens_out.to(out_device)
+        return out, lens_out
+
+    def _forward_group(self, mels: Tensor, group: Sequence[Segment],
+                       per_item: Sequence[Sequence[Segment]]) -> Tensor:
+        """Codes of one forward pass of segments; the batch itself when the group covers it (no copy)."""
+        longest = group[0].length
+        if covers_batch(group, per_item, mels.shape[-1]):
+            batch = mels
+        else:
+            batch = mels.new_zeros((len(group), mels.shape[1], longest))
+            for j, seg in enumerate(group):
+                batch[j, :, :seg.length] = mels[seg.item, :, seg.start:seg.start + seg.length]
+        lens = torch.tensor([s.length for s in group], dtype=torch.int64)  # on the host
+        codes, _ = self.forward_segments(batch, lens)
+        self.frame_count.useful += sum(s.length for s in group)
+        self.frame_count.computed += len(group) * longest
+        return codes
+
+    @staticmethod
+    def _place_whole(out: Tensor, codes: Tensor, segs: Sequence[Segment], rows: List[int]) -> None:
+        """``out[seg.item, :seg.keep_to] = codes[row, :seg.keep_to]`` for whole items, zeros after; the
+        indices go over in one non-blocking copy."""
+        n = min(codes.shape[1], out.shape[1])
+        index = to_device_nowait(torch.tensor([rows, [s.keep_to for s in segs], [s.item for s in segs]],
+                                              dtype=torch.int64), codes.device)
+        picked = codes[index[0], :n]
+        valid = torch.arange(n, device=codes.device)[None, :] < index[1][:, None]
+        out[index[2].to(out.device), :n] = torch.where(valid, picked, torch.zeros((), dtype=picked.dtype,
+                                                                                  device=picked.device))
 
     @torch.no_grad()
     def tokenize_waveform(self, wavs: Union[Tensor, Sequence[Tensor]],

@@ -1,22 +1,30 @@
-"""The tokenize loop: decode, log-mel, length-sorted batches, model, writer; bad utterances recorded."""
+"""The tokenize loop: decode, log-mel, length-sorted batches, model, writer; bad utterances recorded.
+
+On CPU the decode threads compute each utterance's log-mel. On a GPU they only decode: the main thread copies
+each batch's waveforms to the device at once (pinned, non-blocking), computes their log-mels there, queues
+the forward passes and the copy of the tokens back, and reads a batch's tokens only after queueing the next,
+so the device never waits for the host nor the host for the device (see :func:`defaults_for`)."""
 from __future__ import annotations
 
 import logging
+import os
 import time
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Collection, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Collection, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from s3tok.data.audio import audio_source_name, log_mel_spectrogram, padding, read_audio, to_mono
+from s3tok.data.audio import (audio_source_name, log_mel_batch, log_mel_spectrogram, mel_frames, padding,
+                               read_audio, to_mono)
 from s3tok.data import WavEntry, open_wav_entry
 from s3tok.data.ark import read_float_matrix
 from s3tok.data.sources import Utterance
 from s3tok.model import S3Tokenizer
-from s3tok.model.tokenizer import default_max_frames
+from s3tok.model.tokenizer import default_max_frames, to_device_nowait
 from s3tok.model.packing import pack_by_length
 
 logger = logging.getLogger(__name__)
@@ -27,11 +35,18 @@ MIN_SAMPLES = 200  # the centred STFT reflects 200 samples at each edge
 
 @dataclass
 class Features:
-    """One decoded utterance: its key, log-mel ``[128, T]`` and duration in seconds."""
+    """One decoded utterance: its key, log-mel ``[128, T]`` and duration in seconds; or, when its log-mel
+    is to be computed with its batch (:func:`batch_mels`), no log-mel yet and its 16 kHz waveform (host)."""
 
     key: str
-    mel: torch.Tensor
+    mel: Optional[torch.Tensor]
     seconds: float
+    wav: Optional[torch.Tensor] = None
+
+    @property
+    def frames(self) -> int:
+        """Log-mel frames (computed or to be computed)."""
+        return int(self.mel.shape[-1]) if self.mel is not None else mel_frames(self.wav.numel())
 
 
 class ModelFault(RuntimeError):
@@ -87,30 +102,39 @@ def load_waveform(utt: Utterance, base_dir=None) -> torch.Tensor:
     return to_mono(audio, rate, SAMPLE_RATE, name)
 
 
-def featurize(utt: Union[Utterance, WavEntry], base_dir=None, device: Optional[torch.device] = None) -> Features:
-    """Log-mel of one utterance (decoded and computed, or read from ``feats``); raises on bad input."""
+def featurize(utt: Union[Utterance, WavEntry], base_dir=None, device: Optional[torch.device] = None,
+              waveform: bool = False) -> Features:
+    """Log-mel of one utterance (decoded and computed on ``device``, or read from ``feats``); raises on bad
+    input. ``waveform``: decode only, the waveform kept on the host for :func:`batch_mels` (``device`` unused)."""
     if isinstance(utt, WavEntry):
         utt = Utterance(utt.key, recording=utt)
     if utt.feats is not None:
         mel = read_mel(utt.feats)
         check_finite(mel)
-        return Features(utt.key, mel.to(device) if device is not None else mel, mel.shape[-1] / 100.0)
+        on = device if device is not None and not waveform else None
+        return Features(utt.key, mel.to(on) if on is not None else mel, mel.shape[-1] / 100.0)
     wav = load_waveform(utt, base_dir)
     if wav.numel() <= MIN_SAMPLES:
         raise ValueError(f"audio too short: {wav.numel()} samples at 16 kHz (need > {MIN_SAMPLES})")
     if not torch.isfinite(wav).all():
         raise ValueError("audio contains NaN or infinite samples")
+    if waveform:
+        return Features(utt.key, None, wav.numel() / SAMPLE_RATE, wav=wav)
     mel = log_mel_spectrogram(wav, device=device)
     check_finite(mel)
     return Features(utt.key, mel, wav.numel() / SAMPLE_RATE)
+
+
+NOT_FINITE = ("log-mel not finite (NaN or infinity: damaged features, or audio samples far "
+              "outside [-1, 1])")
+NOT_FINITE_FAILURE = f"ValueError: {NOT_FINITE}"  # the reason recorded, as for the check in a decode thread
 
 
 def check_finite(mel: torch.Tensor) -> None:
     """A NaN or infinity in a log-mel (a damaged feats file, float audio scaled past float32's range) would
     give one repeated token for the whole utterance: such an utterance fails instead."""
     if not torch.isfinite(mel).all():
-        raise ValueError("log-mel not finite (NaN or infinity: damaged features, or audio samples far "
-                         "outside [-1, 1])")
+        raise ValueError(NOT_FINITE)
 
 
 def read_mel(rxfilename: str) -> torch.Tensor:
@@ -122,19 +146,92 @@ def read_mel(rxfilename: str) -> torch.Tensor:
 
 
 def make_batches(items: Sequence[Features], batch_size: int, max_frames_per_batch: int) -> List[List[Features]]:
-    """Longest first, up to ``batch_size`` items and ``max_frames_per_batch`` padded frames per batch
-    (a longer item goes alone). Each item lands once."""
-    return pack_by_length(items, lambda f: f.mel.shape[-1], max_frames_per_batch, batch_size)
+    """Longest first, up to ``batch_size`` items (0: no bound) and ``max_frames_per_batch`` padded frames per
+    batch (a longer item goes alone). Each item lands once."""
+    return pack_by_length(items, lambda f: f.frames, max_frames_per_batch, batch_size)
 
 
-def tokenize_batch(model: S3Tokenizer, batch: Sequence[Features],
-                   max_frames: Optional[int] = None) -> List[List[int]]:
-    """Tokens of each item of one batch; windows of long items go at most ``max_frames`` padded frames
-    per forward pass (default: what suits the model's device)."""
-    mels, lens = padding([f.mel for f in batch])
-    codes, code_lens = model.quantize(mels, lens, max_frames_per_forward=max_frames)
-    codes = codes.cpu()
-    return [codes[i, :int(n)].tolist() for i, n in enumerate(code_lens.tolist())]
+def host_buffer(pieces: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """``pieces`` flattened into one float32 host tensor, pinned when bound for CUDA."""
+    total = sum(p.numel() for p in pieces)
+    buf = torch.empty(total, dtype=torch.float32, pin_memory=torch.device(device).type == "cuda")
+    return torch.cat([p.reshape(-1) for p in pieces], out=buf)
+
+
+def batch_mels(batch: Sequence[Features], device: torch.device,
+               n_mels: int = 128) -> Tuple[torch.Tensor, List[int], Optional[torch.Tensor]]:
+    """Zero-padded log-mels ``[B, n_mels, T]`` of a batch on ``device``, their lengths (host ints), and
+    whether each is finite (``[B]`` bool on the device; None when all were read from feats, checked there).
+
+    The host data of every item (waveforms, stored log-mels) goes over in one non-blocking copy; the
+    waveforms' log-mels are computed on ``device`` (one lone item chunk by chunk: bounded memory)."""
+    flat = to_device_nowait(host_buffer([f.wav if f.mel is None else f.mel for f in batch], device), device)
+    views, at = [], 0
+    for f in batch:
+        n = f.wav.numel() if f.mel is None else f.mel.numel()
+        views.append(flat[at:at + n] if f.mel is None else flat[at:at + n].view(f.mel.shape))
+        at += n
+    frames = [f.frames for f in batch]
+    waves = [i for i, f in enumerate(batch) if f.mel is None]
+    if not waves:
+        return padding(views)[0], frames, None
+    if len(batch) == 1:
+        mels = log_mel_spectrogram(views[0], n_mels)[None]
+    else:
+        mels = log_mel_batch([views[i] for i in waves], n_mels, device)[0]
+        if len(waves) < len(batch):  # stored log-mels too (a mixed source): place both
+            computed = {i: mels[j, :, :frames[i]] for j, i in enumerate(waves)}
+            mels = padding([computed.get(i, v) for i, v in enumerate(views)])[0]
+    return mels, frames, torch.isfinite(mels).flatten(1).all(dim=1)
+
+
+@dataclass
+class InFlight:
+    """One batch's tokens on their way back: ``packed [B, 1 + T']`` (column 0: 1 where the log-mel was
+    finite) on the host once ``ready`` (a CUDA event, None elsewhere) has passed, and each item's count."""
+
+    packed: torch.Tensor
+    lens: List[int]
+    ready: Any = None
+
+    def tokens(self) -> List[Union[List[int], str]]:
+        """Each item's tokens, or the reason it failed; waits for the device (only here)."""
+        if self.ready is not None:
+            self.ready.synchronize()
+        return [row[1:1 + n] if row[0] else NOT_FINITE_FAILURE for row, n in zip(self.packed.tolist(), self.lens)]
+
+
+def copy_back(packed: torch.Tensor, lens: List[int]) -> InFlight:
+    """Queue the copy of ``packed`` to pinned host memory (CUDA; elsewhere it stays as it is)."""
+    if packed.device.type != "cuda":
+        return InFlight(packed, lens)
+    host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=True)
+    host.copy_(packed, non_blocking=True)
+    ready = torch.cuda.Event(blocking=True)  # the waiting thread sleeps: its core stays free for decoding
+    ready.record(torch.cuda.current_stream(packed.device))
+    return InFlight(host, lens, ready)
+
+
+def launch_batch(model: S3Tokenizer, batch: Sequence[Features], max_frames: Optional[int] = None,
+                 batch_mel: bool = False) -> InFlight:
+    """Queue the forward passes of one batch and the copy of its tokens back, waiting for nothing on CUDA.
+    ``batch_mel``: the items carry waveforms, their log-mels are computed here (:func:`batch_mels`)."""
+    if batch_mel:
+        mels, frames, finite = batch_mels(batch, model.device, model.config.n_mels)
+    else:
+        mels, lens = padding([f.mel for f in batch])
+        frames, finite = lens.tolist(), None
+    codes, counts = model.quantize_frames(mels, frames, max_frames)
+    if finite is None:
+        finite = torch.ones(len(frames), dtype=torch.bool, device=codes.device)
+    return copy_back(torch.cat([finite.to(codes.device, codes.dtype)[:, None], codes], dim=1), counts)
+
+
+def tokenize_batch(model: S3Tokenizer, batch: Sequence[Features], max_frames: Optional[int] = None,
+                   batch_mel: bool = False) -> List[Union[List[int], str]]:
+    """Tokens of each item of one batch (or the reason it failed); windows of long items go at most
+    ``max_frames`` padded frames per forward pass (default: what suits the model's device)."""
+    return launch_batch(model, batch, max_frames, batch_mel).tokens()
 
 
 class FaultWatch:
@@ -186,13 +283,21 @@ def retry_alone(run: Callable[[Sequence], list], batch: Sequence, error: Excepti
     return results
 
 
+def bind_device(device: Optional[torch.device]) -> None:
+    """Make ``device`` this thread's current CUDA device, so that calls naming no device (pinned memory,
+    events, synchronize) go to it and not to GPU 0 (torchrun: one GPU per rank). A no-op elsewhere."""
+    if device is not None and torch.device(device).type == "cuda" and torch.device(device).index is not None:
+        torch.cuda.set_device(device)
+
+
 def featurized_chunks(chunks: Sequence[Sequence], featurize_one: Callable, num_workers: int,
-                      fail: Callable[[str, str], None], stats: "RunStats") -> Iterator[Tuple[Sequence, list]]:
+                      fail: Callable[[str, str], None], stats: "RunStats",
+                      device: Optional[torch.device] = None) -> Iterator[Tuple[Sequence, list]]:
     """``(chunk, features)`` for each chunk of items (with a ``key``), their features computed by
     ``featurize_one`` in ``num_workers`` threads one chunk ahead, so the model is busy while the next decodes.
     An item that fails goes to ``fail(key, one-line reason)``; time spent waiting adds to
-    ``stats.input_wait_seconds``."""
-    with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
+    ``stats.input_wait_seconds``. ``device``: made each thread's current CUDA device (:func:`bind_device`)."""
+    with ThreadPoolExecutor(max_workers=max(1, num_workers), initializer=bind_device, initargs=(device,)) as pool:
         def submit(chunk: Sequence) -> list:
             return [(item, pool.submit(featurize_one, item)) for item in chunk]
 
@@ -210,33 +315,183 @@ def featurized_chunks(chunks: Sequence[Sequence], featurize_one: Callable, num_w
             yield chunk, feats
 
 
+CPU_BATCH_SIZE = 16
+CPU_WORKERS = 2
+GPU_MAX_WORKERS = 8
+CHUNK_FORWARDS = 4  # on a GPU a chunk holds about this many full forward passes of audio
+BYTES_PER_SECOND = 32000.0  # 16-bit 16 kHz audio: how sharding's size estimates turn into seconds
+
+
+@dataclass(frozen=True)
+class FeedPlan:
+    """How the model is fed: batches, decode threads, chunks, and where the log-mels are computed."""
+
+    batch_size: int  # most utterances per batch; 0: the frame budget alone decides
+    num_workers: int  # decode threads
+    chunk_size: int  # utterances per chunk; 0: chunks of about ``chunk_seconds`` of audio
+    chunk_seconds: float
+    batch_mel: bool  # decode threads hand over waveforms; each batch's log-mels are computed on the device
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def defaults_for(device: Union[str, torch.device], max_frames: int, batch_size: Optional[int] = None,
+                 num_workers: Optional[int] = None, chunk_size: int = 0, batch_mel: Optional[bool] = None,
+                 cores: Optional[int] = None) -> FeedPlan:
+    """The feeding that suits ``device``; what the caller set (not None, not 0) stays.
+
+    CPU: batches of at most 16 utterances, 2 decode threads that compute the log-mels, chunks of
+    ``8 * batch_size`` (at least 64) utterances, as always (the same batches, hence the same bits, as
+    earlier versions). GPU: the frame budget alone decides a batch, ``min(8, cores - 1)`` threads that only
+    decode, log-mels per batch on the device, chunks of about ``CHUNK_FORWARDS`` forward passes of audio."""
+    if torch.device(device).type == "cpu":
+        size = CPU_BATCH_SIZE if batch_size is None else batch_size
+        return FeedPlan(size, CPU_WORKERS if num_workers is None else num_workers,
+                        chunk_size or max(size * 8, 64), 0.0, bool(batch_mel))
+    cores = usable_cores() if cores is None else cores
+    return FeedPlan(batch_size or 0, max(1, min(GPU_MAX_WORKERS, cores - 1)) if num_workers is None else num_workers,
+                    chunk_size, CHUNK_FORWARDS * max_frames / 100.0, True if batch_mel is None else batch_mel)
+
+
+def estimated_seconds(entry: Union[Utterance, WavEntry], base_dir=None) -> float:
+    """An entry's duration as far as it is known before decoding: a segment's length, a file's or a
+    container member's size as 16-bit 16 kHz audio; 1 s when nothing is known (a pipe, stored log-mels)."""
+    utt = Utterance(entry.key, recording=entry) if isinstance(entry, WavEntry) else entry
+    if utt.member is not None:
+        return utt.member.size / BYTES_PER_SECOND
+    if utt.segment and utt.end is not None:
+        return max(0.0, utt.end - utt.start)
+    if utt.recording is not None and not utt.recording.is_pipe:
+        try:  # an absolute location stays as it is
+            return os.path.getsize(Path(base_dir or ".") / utt.recording.location) / BYTES_PER_SECOND
+        except OSError:
+            pass
+    return 1.0
+
+
+def cut_chunks(entries: Sequence, plan: FeedPlan, base_dir=None) -> List[Sequence]:
+    """Consecutive chunks of ``entries``: ``plan.chunk_size`` each, or about ``plan.chunk_seconds`` of
+    audio each (estimated before decoding, so a resumed job cuts the same chunks)."""
+    if plan.chunk_size:
+        return [entries[i:i + plan.chunk_size] for i in range(0, len(entries), plan.chunk_size)]
+    chunks, begin, total = [], 0, 0.0
+    for i, entry in enumerate(entries):
+        seconds = estimated_seconds(entry, base_dir)
+        total += seconds
+        if total >= plan.chunk_seconds:
+            chunks.append(entries[begin:i + 1])
+            begin, total = i + 1, 0.0
+    if begin < len(entries):
+        chunks.append(entries[begin:])
+    return chunks
+
+
+def feeder(plan: FeedPlan, base_dir=None, device: Optional[torch.device] = None) -> Callable[[Any], Features]:
+    """What a decode thread does with one entry: decode only (``plan.batch_mel``), else also the log-mel."""
+    if plan.batch_mel:
+        return lambda e: featurize(e, base_dir, waveform=True)
+    return lambda e: featurize(e, base_dir, device)
+
+
+Results = List[Tuple[Features, Union[List[int], str]]]
+
+
+class OneAhead:
+    """Keeps one batch in flight: :meth:`push` queues a batch, then reads the one before, so that the device
+    works on batch k+1 while the host reads batch k's tokens. A batch that fails (when queued or when read)
+    is retried item by item (:func:`retry_alone`), in batch order; ``handle`` gets each batch's results."""
+
+    def __init__(self, launch: Callable[[Sequence[Features]], InFlight], handle: Callable[[Results], None],
+                 fail: Callable[[str, str], None], watch: FaultWatch) -> None:
+        self.launch, self.handle, self.fail, self.watch = launch, handle, fail, watch
+        self.pending: Optional[Tuple[Sequence[Features], Union[InFlight, Exception], Any]] = None
+
+    @property
+    def busy(self) -> Any:
+        """The tag of the batch in flight (None: none)."""
+        return self.pending[2] if self.pending is not None else None
+
+    def push(self, batch: Sequence[Features], tag: Any = None) -> None:
+        try:
+            queued: Union[InFlight, Exception] = self.launch(batch)
+        except Exception as e:  # noqa: BLE001 - handled in order, when this batch is read
+            queued = e
+        self.flush()
+        self.pending = (batch, queued, tag)
+
+    def flush(self) -> None:
+        """Read the batch in flight, if any."""
+        if self.pending is None:
+            return
+        batch, queued, _ = self.pending
+        self.pending = None
+        try:
+            if isinstance(queued, Exception):
+                raise queued
+            results = list(zip(batch, queued.tokens()))
+            self.watch.succeeded()
+        except Exception as e:  # noqa: BLE001 - retry one by one to isolate the bad item
+            results = retry_alone(lambda b: self.launch(b).tokens(), batch, e, self.fail, self.watch)
+        self.handle(results)
+
+
+class InOrder:
+    """Writes each chunk's tokens in input order, once none of its batches is still in flight."""
+
+    def __init__(self, write_tokens: Callable[[str, List[int]], None]) -> None:
+        self.write_tokens = write_tokens
+        self.done: Dict[str, List[int]] = {}
+        self.closed: List[Tuple[int, Sequence]] = []
+
+    def close(self, index: int, chunk: Sequence) -> None:
+        """All batches of chunk ``index`` have been queued."""
+        self.closed.append((index, chunk))
+
+    def write_ready(self, busy: Optional[int]) -> None:
+        """Write the closed chunks before chunk ``busy`` (the one with a batch in flight; None: all)."""
+        while self.closed and self.closed[0][0] != busy:
+            _, chunk = self.closed.pop(0)
+            for entry in chunk:
+                if entry.key in self.done:
+                    self.write_tokens(entry.key, self.done.pop(entry.key))
+
+
 def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
                  write_tokens: Callable[[str, List[int]], None],
                  write_failure: Callable[[str, str], None],
-                 batch_size: int = 16, max_frames_per_batch: Optional[int] = None, chunk_size: int = 0,
-                 num_workers: int = 2, base_dir=None, device: Optional[torch.device] = None,
-                 progress: bool = True, skip: Collection[str] = ()) -> RunStats:
-    """Tokenize ``entries``: decode/mel in ``num_workers`` threads a chunk ahead, batch by length, write.
+                 batch_size: Optional[int] = None, max_frames_per_batch: Optional[int] = None, chunk_size: int = 0,
+                 num_workers: Optional[int] = None, base_dir=None, device: Optional[torch.device] = None,
+                 progress: bool = True, skip: Collection[str] = (), batch_mel: Optional[bool] = None) -> RunStats:
+    """Tokenize ``entries``: decode in threads a chunk ahead, batch by length, run the model, write.
 
     Every entry not in ``skip`` ends in exactly one of ``write_tokens`` or ``write_failure`` (key, one-line
     reason); tokens are written in the order of ``entries``. ``max_frames_per_batch`` bounds the padded mel
     frames of one forward pass, short items and windows of long ones alike (default: ``default_max_frames``
-    of the model's device).
+    of the model's device). ``batch_size``, ``num_workers``, ``chunk_size`` (utterances) and ``batch_mel``
+    (log-mels per batch in the main thread, not in the decode threads): None or 0 for what suits the model's
+    device (:func:`defaults_for`); ``device``: where decode threads compute log-mels when they do.
 
     ``skip``: keys already done (a resumed job). Chunks and batches are still cut from all of ``entries``,
     as in an uninterrupted run, so every other key meets the same batch neighbours and padding and gets
     the same bits; chunks and batches made only of skipped keys are not decoded or run.
     """
     max_frames_per_batch = max_frames_per_batch or default_max_frames(model.device)
+    plan = defaults_for(model.device, max_frames_per_batch, batch_size, num_workers, chunk_size, batch_mel)
+    logger.info("feeding %s: batches of %s, %d padded frames per forward pass; %d decode threads; chunks of %s; "
+                "log-mels %s", model.device, plan.batch_size or "any size", max_frames_per_batch, plan.num_workers,
+                f"{plan.chunk_size} utterances" if plan.chunk_size else f"~{plan.chunk_seconds:.0f} s of audio",
+                "per batch on the model's device" if plan.batch_mel else "in the decode threads")
     stats = RunStats()
-    chunk_size = chunk_size or max(batch_size * 8, 64)
     skip = frozenset(skip)
-    chunks = [entries[i:i + chunk_size] for i in range(0, len(entries), chunk_size)]
-    chunks = [c for c in chunks if any(e.key not in skip for e in c)]
+    chunks = [c for c in cut_chunks(entries, plan, base_dir) if any(e.key not in skip for e in c)]
     watch = FaultWatch()
     start = time.perf_counter()
     bar = tqdm(total=sum(e.key not in skip for e in entries), unit="utt", disable=not progress,
                dynamic_ncols=True)
+    order = InOrder(write_tokens)
 
     def fail(key: str, reason: str) -> None:
         if key in skip:  # done before a resume: only rerun to keep the batches as they were
@@ -247,33 +502,31 @@ def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
         write_failure(key, reason)
         bar.update(1)
 
-    for chunk, feats in featurized_chunks(chunks, lambda e: featurize(e, base_dir, device), num_workers, fail,
-                                          stats):
-        done: dict = {}
-        for batch in make_batches(feats, batch_size, max_frames_per_batch):
-            if all(f.key in skip for f in batch):
+    def handle(results: Results) -> None:
+        for f, toks in results:
+            if f.key in skip:
                 continue
-            try:
-                results = list(zip(batch, tokenize_batch(model, batch, max_frames_per_batch)))
-                watch.succeeded()
-            except Exception as e:  # noqa: BLE001 - retry one by one to isolate the bad item
-                results = retry_alone(lambda b: tokenize_batch(model, b, max_frames_per_batch),
-                                      batch, e, fail, watch)
-            for f, toks in results:
-                if f.key in skip:
-                    continue
-                if not toks:
-                    fail(f.key, "model returned no tokens")
-                    continue
-                done[f.key] = toks
-                stats.done += 1
-                stats.audio_seconds += f.seconds
-                bar.update(1)
-            stats.wall_seconds = time.perf_counter() - start
-            bar.set_postfix_str(f"{stats.speed:.1f} audio s/s, {stats.failed} failed")
-        for entry in chunk:  # the chunk's tokens in input order
-            if entry.key in done:
-                write_tokens(entry.key, done.pop(entry.key))
+            if isinstance(toks, str) or not toks:
+                fail(f.key, toks or "model returned no tokens")
+                continue
+            order.done[f.key] = toks
+            stats.done += 1
+            stats.audio_seconds += f.seconds
+            bar.update(1)
+        stats.wall_seconds = time.perf_counter() - start
+        bar.set_postfix_str(f"{stats.speed:.1f} audio s/s, {stats.failed} failed")
+
+    runner = OneAhead(lambda b: launch_batch(model, b, max_frames_per_batch, plan.batch_mel), handle, fail, watch)
+    decoded = featurized_chunks(chunks, feeder(plan, base_dir, device), plan.num_workers, fail, stats, model.device)
+    for ci, (chunk, feats) in enumerate(decoded):
+        for batch in make_batches(feats, plan.batch_size, max_frames_per_batch):
+            if not all(f.key in skip for f in batch):
+                runner.push(batch, ci)
+                order.write_ready(runner.busy)
+        order.close(ci, chunk)
+        order.write_ready(runner.busy)
+    runner.flush()
+    order.write_ready(None)
     bar.close()
     stats.wall_seconds = time.perf_counter() - start
     return stats

@@ -70,10 +70,12 @@ def _token_record_ok(key: str, rest: str) -> bool:
 
 
 def run_job(model: S3Tokenizer, utts: Sequence[Utterance], files: JobPaths, *,
-            batch_size: int = 16, max_frames_per_batch: Optional[int] = None, num_workers: int = 2,
+            batch_size: Optional[int] = None, max_frames_per_batch: Optional[int] = None,
+            num_workers: Optional[int] = None,
             base_dir: Union[None, str, os.PathLike] = None, device: Optional[torch.device] = None,
             progress: bool = True, resume: bool = True) -> RunStats:
-    """Tokenize ``utts`` into ``files``; skip the whole job when its marker says it is done."""
+    """Tokenize ``utts`` into ``files``; skip the whole job when its marker says it is done. ``batch_size``,
+    ``num_workers``: None for what suits the model's device (:func:`s3tok.stages.pipeline.defaults_for`)."""
     journal_file = journal_path(files)
     job = protocol.start_journaled(files, utts, provenance(model), MAKER_FIELDS, journal_file, _token_record_ok,
                                    resume, base_dir)
