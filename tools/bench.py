@@ -81,7 +81,7 @@ def _entries(args):
 
 def _ort_engine(args, threads):
     from s3tok.checks.parity import onnx_tokens, ort_session
-    from s3tok.stages.pipeline import featurize
+    from s3tok.stages.features import featurize
     from s3tok.modelfiles.onnx_import import read_onnx
 
     config = read_onnx(args.model).config
@@ -117,7 +117,7 @@ def _s3tok_engine(args, dtype):
 def _s3tokenizer_engine(args, batch):
     """The public package, loaded through its own converter from the same ONNX file."""
     import s3tokenizer  # noqa: F401 - optional; ImportError means the row is skipped
-    from s3tok.stages.pipeline import featurize
+    from s3tok.stages.features import featurize
 
     model = s3tokenizer.load_model(args.model)
 
@@ -419,7 +419,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from s3tok.data.audio import mel_frames
     from s3tok.model.flops import utterance_flops
     from s3tok.modelfiles.onnx_import import read_onnx
-    from s3tok.stages.pipeline import load_waveform
+    from s3tok.stages.features import load_waveform
     from s3tok.data.sources import Utterance
 
     config = read_onnx(args.model).config

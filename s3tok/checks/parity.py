@@ -153,7 +153,7 @@ def run_parity(tokens_path: PathLike, utts: Mapping[str, "object"], model: str, 
     from s3tok.checks.stats import read_token_table
     from s3tok.modelfiles.hub import resolve_onnx
     from s3tok.modelfiles.onnx_import import read_onnx
-    from s3tok.stages.pipeline import featurize
+    from s3tok.stages.features import featurize
 
     ours = {k: v.tolist() for k, v in read_token_table(tokens_path).items()}
     onnx_path, sha = resolve_onnx(model)

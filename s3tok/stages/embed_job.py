@@ -35,7 +35,8 @@ from s3tok.data.kaldi_fbank import embedding_features
 from s3tok.data.sources import Utterance
 from s3tok.stages import protocol
 from s3tok.stages.journal import clear_done, mark_done
-from s3tok.stages.pipeline import FaultWatch, RunStats, featurized_chunks, read_utterance, retry_alone
+from s3tok.stages.features import featurized_chunks, read_utterance
+from s3tok.stages.pipeline import FaultWatch, RunStats, retry_alone
 from s3tok.stages.protocol import JobPaths, MergeError, Stage, check_coverage, read_pairs
 from s3tok.util.fsutil import atomic_write_lines, publish, remove_leftovers, torch_saved
 

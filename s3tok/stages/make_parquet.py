@@ -42,7 +42,7 @@ from s3tok.data import cosyvoice_parquet as cvp
 from s3tok.data.sources import Utterance
 from s3tok.stages import protocol
 from s3tok.stages.journal import done_marker
-from s3tok.stages.pipeline import one_line
+from s3tok.stages.features import one_line
 from s3tok.stages.protocol import JobPaths, Stage
 from s3tok.util.fsutil import publish
 

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from s3tok.data.ark import write_float_matrices
 from s3tok.data.sources import Utterance
 from s3tok.stages import protocol
-from s3tok.stages.pipeline import featurize, one_line
+from s3tok.stages.features import featurize, one_line
 from s3tok.stages.protocol import Stage
 from s3tok.util.fsutil import atomic_write_lines, publish
 
