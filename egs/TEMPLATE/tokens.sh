@@ -26,7 +26,7 @@ model=speech_tokenizer_v2_25hz       # official name (downloaded), .onnx path, o
 nj=4                                 # jobs per set
 device=cpu                           # cpu or cuda (one GPU per job)
 dtype=float32
-batch_size=16
+batch_size=""                        # most utterances per batch (empty: 16 on CPU, the frame budget on a GPU)
 use_mel=true                         # stage 1 stores log-mels for stage 2; false: stage 2 decodes audio itself
 max_fail_ratio=0.05
 parity_utts=200                      # stage 4 sample size per set (0: all)
@@ -83,7 +83,7 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
     log "Stage 2: tokens of data/$set with $model ($nj jobs, logs in exp/$tag/$set/log)"
     $cmd $gpu_opt --num-threads "$threads" JOB=1:"$nj" "exp/$tag/$set/log/tokenize.JOB.log" \
       s3tok tokenize $input --model "$model_path" --output_dir "exp/$tag/$set" \
-        --num_jobs "$nj" --job JOB --device "$device" --dtype "$dtype" --batch_size "$batch_size" \
+        --num_jobs "$nj" --job JOB --device "$device" --dtype "$dtype" ${batch_size:+--batch_size "$batch_size"} \
         --max_fail_ratio 1 --no_progress
   done
 fi
