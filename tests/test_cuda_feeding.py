@@ -12,6 +12,7 @@ import torch
 
 import s3tok.bin.tokenize as tokenize_bin
 import s3tok.model.tokenizer as tokenizer_mod
+import s3tok.stages.features as F
 import s3tok.stages.pipeline as P
 from conftest import load_expected
 from s3tok.data.sources import Utterance
@@ -51,6 +52,19 @@ def test_batch_mel_path_gives_the_reference_tokens(ref, ref_models):
     compare(MODEL, got, expected, ties, "log-mels per batch")
 
 
+def test_cpu_log_mels_carried_to_the_device_give_the_cpu_path_tokens(ref, ref_models):
+    """The parity check's "CPU log-mel into the device's model" row (tools/bench.py s3tok-fp32-cpumel): log-mels
+    from the decode threads on the CPU, carried with each batch: the CPU path's tokens, bit for bit."""
+    entries = entries_of(ref)
+    runs = {}
+    for name, kwargs in (("cpu", {}), ("carried", {"batch_mel": True, "cpu_mel": True})):
+        got = {}
+        P.run_tokenize(ref_models[MODEL], entries, got.__setitem__, lambda k, r: None, batch_size=0,
+                       max_frames_per_batch=12000, base_dir=ref, progress=False, **kwargs)
+        runs[name] = got
+    assert runs["carried"] == runs["cpu"] and len(runs["cpu"]) == len(entries)
+
+
 class DeviceSpy:
     """Records, per thread, every attempt to put a tensor on a device: ``.to``/``.cuda``/``.pin_memory``
     naming a non-CPU device, and log-mels computed."""
@@ -60,9 +74,10 @@ class DeviceSpy:
         for name in ("to", "cuda", "pin_memory"):
             real = getattr(torch.Tensor, name)
             monkeypatch.setattr(torch.Tensor, name, self.wrap(name, real))
-        for name in ("log_mel_spectrogram", "log_mel_batch"):
-            real = getattr(P, name)
-            monkeypatch.setattr(P, name, self.wrap(name, real, always=True))
+        for module in (P, F):  # the tokenize loop, and what the decode threads run
+            for name in ("log_mel_spectrogram", "log_mel_batch"):
+                if hasattr(module, name):
+                    monkeypatch.setattr(module, name, self.wrap(name, getattr(module, name), always=True))
 
     def wrap(self, name, real, always=False):
         def spy(*args, **kwargs):

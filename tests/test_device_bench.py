@@ -61,8 +61,9 @@ def test_dry_run(tmp_path):
         assert re.search(rf"device_bench: {re.escape(name)}: ok in [0-9]+\.[0-9] s", log), name
     assert re.search(r"done in [0-9]+ s: 0 failed, 0 skipped", log)
     exact = {r["engine"]: r for r in data[f"exact_{v}.json"]["rows"]}
-    assert set(exact) == {"ort-N", "s3tok-fp32", "s3tok-bf16"} and data[f"exact_{v}.json"]["info"]["clips"] == 17
-    assert all(exact[e]["miss_rate"] is not None for e in ("s3tok-fp32", "s3tok-bf16"))
+    assert set(exact) == {"ort-N", "s3tok-fp32", "s3tok-fp32-cpumel", "s3tok-bf16"} and data[f"exact_{v}.json"]["info"]["clips"] == 17
+    assert all(exact[e]["miss_rate"] is not None for e in ("s3tok-fp32", "s3tok-fp32-cpumel", "s3tok-bf16"))
+    assert exact["s3tok-fp32-cpumel"]["miss_rate"] == exact["s3tok-fp32"]["miss_rate"]  # on a CPU: the same path
     assert {r["engine"] for r in data[f"speed_{v}.json"]["rows"]} == {"s3tok-fp32", "s3tok-bf16"}
     assert [r["engine"] for r in data[f"speed4x_{v}.json"]["rows"]] == ["s3tok-bf16"]
     one_pass = {r["dtype"]: r for r in data[f"tokenize_{v}.json"]["rows"]}

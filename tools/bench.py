@@ -47,10 +47,11 @@ def get_parser() -> argparse.ArgumentParser:
     src.add_argument("--wav_dir")
     p.add_argument("--model", required=True, help="official-layout .onnx file")
     p.add_argument("--threads", type=int, default=2, help="threads for every engine (onnxruntime also runs at 1)")
-    p.add_argument("--batch_size", type=int, default=16, help="s3tok tokenize --batch_size")
+    p.add_argument("--batch_size", type=int, default=None, help="s3tok tokenize --batch_size (default: as tokenize)")
     p.add_argument("--device", default="cpu", help="where the s3tok rows run: cpu, cuda, cuda:1 (onnxruntime and "
                                                    "s3tokenizer rows always run on the CPU)")
-    p.add_argument("--num_workers", type=int, default=2, help="s3tok tokenize --num_workers (decoding threads)")
+    p.add_argument("--num_workers", type=int, default=None,
+                   help="s3tok tokenize --num_workers (decoding threads; default: as tokenize)")
     p.add_argument("--max_frames_per_batch", type=int, default=None, help="default: as s3tok tokenize")
     p.add_argument("--runs", type=int, default=3, help="timed passes per engine and round; the best is reported")
     p.add_argument("--rounds", type=int, default=1,
@@ -67,9 +68,11 @@ def get_parser() -> argparse.ArgumentParser:
 LABELS = {"ort-1": "onnxruntime fp32 batch 1, 1 thread", "ort-N": "onnxruntime fp32 batch 1, {threads} threads",
           "s3tok-fp32": "s3tok fp32 (tokenize batching)", "s3tok-bf16": "s3tok bf16 (tokenize batching)",
           "s3tok-bf16-mixed": "s3tok bf16-mixed (tokenize batching)",
+          "s3tok-fp32-cpumel": "s3tok fp32, CPU log-mel into the model on --device",
           "s3tokenizer-1": "s3tokenizer 0.x batch 1", "s3tokenizer-32": "s3tokenizer 0.x batch 32"}
 
-ENGINES = ["ort-1", "ort-N", "s3tok-fp32", "s3tok-bf16", "s3tok-bf16-mixed", "s3tokenizer-1", "s3tokenizer-32"]
+ENGINES = ["ort-1", "ort-N", "s3tok-fp32", "s3tok-fp32-cpumel", "s3tok-bf16", "s3tok-bf16-mixed", "s3tokenizer-1",
+           "s3tokenizer-32"]
 
 
 def _entries(args):
@@ -93,7 +96,9 @@ def _ort_engine(args, threads):
     return run
 
 
-def _s3tok_engine(args, dtype):
+def _s3tok_engine(args, dtype, cpu_mel=False):
+    """s3tok's tokenize loop; ``cpu_mel``: log-mels computed on the CPU and carried to the model with each
+    batch, which separates front-end from model differences on a GPU (beside the all-GPU row)."""
     import s3tok
     from s3tok.model.tokenizer import FrameCount
     from s3tok.stages.pipeline import run_tokenize
@@ -108,7 +113,8 @@ def _s3tok_engine(args, dtype):
         model.frame_count = FrameCount()
         stats = run_tokenize(model, entries, lambda k, t: got.__setitem__(k, t), lambda k, r: None,
                              batch_size=args.batch_size, max_frames_per_batch=args.max_frames_per_batch,
-                             num_workers=args.num_workers, device=device, progress=False)
+                             num_workers=args.num_workers, device=device, progress=False,
+                             **({"batch_mel": True, "cpu_mel": True} if cpu_mel else {}))
         return got, {"padding_overhead": model.frame_count.overhead,
                      "input_wait_share": stats.input_wait_seconds / max(stats.wall_seconds, 1e-9)}
     return run
@@ -145,8 +151,8 @@ def run_engine(args) -> Dict[str, object]:
     if name in ("ort-1", "ort-N"):
         run = _ort_engine(args, 1 if name == "ort-1" else args.threads)
     elif name.startswith("s3tok-"):
-        run = _s3tok_engine(args, {"s3tok-fp32": "float32", "s3tok-bf16": "bfloat16",
-                                   "s3tok-bf16-mixed": "bfloat16-mixed"}[name])
+        run = _s3tok_engine(args, {"s3tok-fp32": "float32", "s3tok-fp32-cpumel": "float32", "s3tok-bf16": "bfloat16",
+                                   "s3tok-bf16-mixed": "bfloat16-mixed"}[name], cpu_mel=name.endswith("-cpumel"))
     else:
         run = _s3tokenizer_engine(args, int(name.split("-")[1]))
     run(entries[:1])  # warm-up on one clip
@@ -429,10 +435,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         frames = dict(zip((e.key for e in entries), counts))
     seconds = sum(frames.values()) / 100.0
     model_flops = sum(utterance_flops(config, f) for f in frames.values())
-    wanted = [e for e in (args.engines.split(",") if args.engines else ENGINES) if e]
-    wanted = [e for e in wanted if _engine_available(e)]
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"
+    default = [e for e in ENGINES if on_gpu or not e.endswith("-cpumel")]  # on a CPU it is the fp32 row again
+    wanted = [e for e in (args.engines.split(",") if args.engines else default) if e]
+    wanted = [e for e in wanted if _engine_available(e)]
     if on_gpu:
         torch.backends.cuda.matmul.allow_tf32 = False  # the peak s3tok's fp32 rows can reach
     peaks: List[Dict[str, float]] = []

@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence
 logger = logging.getLogger("bench_report")
 
 LABELS = {"ort-1": "ORT bs1 1 thr", "ort-N": "ORT bs1 {threads} thr", "s3tok-fp32": "s3tok fp32",
+          "s3tok-fp32-cpumel": "s3tok fp32 CPU mel",
           "s3tok-bf16": "s3tok bf16", "s3tok-bf16-mixed": "s3tok bf16-mixed", "s3tokenizer-1": "s3tokenizer bs1", "s3tokenizer-32": "s3tokenizer bs32"}
 
 

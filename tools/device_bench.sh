@@ -10,7 +10,8 @@
 #       there: s3tok from the checkout (PYTHONPATH, no install; the wheels go to a folder of the work dir when
 #       an import is missing), official-size random-weight models, a MINUTES-long (default 120) set of 2-8 s
 #       clips, then per version (default v2_25hz) in three phases, the least important last:
-#         1. exact_V.json   onnxruntime fp32 batch 1 on the CPU against s3tok fp32 and bf16 on DEVICE, the 17
+#         1. exact_V.json   onnxruntime fp32 batch 1 on the CPU against s3tok fp32 and bf16 on DEVICE, and fp32
+#                           with CPU log-mels carried to DEVICE (front end vs model differences), the 17
 #                           reference clips (token misses; one timed pass, tools/bench.py --runs 1)
 #         2. tokenize_V.json  one `s3tok tokenize` process per dtype (fp32, bf16) over the clip set, as a user
 #                           runs it: its wall from start to exit, and the tokenize stage's own wall (from its log
@@ -308,7 +309,7 @@ run() {
         fi
         need "$model" "exact-$v" && step "exact-$v" 40 150 python3 tools/bench.py --model "$model" \
             --wav_dir "$audio" --threads "$threads" --device "$device" --runs 1 \
-            --engines ort-N,s3tok-fp32,s3tok-bf16 --json "$RES/exact_$v.json"
+            --engines ort-N,s3tok-fp32,s3tok-fp32-cpumel,s3tok-bf16 --json "$RES/exact_$v.json"
     done
     # 2. speed: one process as s3tok tokenize runs it, per dtype; then the best of 2 passes. Batch size 128
     # with the GPU default of 48000 frames per pass (about 96 clips of 5 s): the frame budget decides.

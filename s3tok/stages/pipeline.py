@@ -269,9 +269,14 @@ def cut_chunks(entries: Sequence, plan: FeedPlan, base_dir=None) -> List[Sequenc
     return chunks
 
 
-def feeder(plan: FeedPlan, base_dir=None, device: Optional[torch.device] = None) -> Callable[[Any], Features]:
-    """What a decode thread does with one entry: decode only (``plan.batch_mel``), else also the log-mel."""
+def feeder(plan: FeedPlan, base_dir=None, device: Optional[torch.device] = None,
+           cpu_mel: bool = False) -> Callable[[Any], Features]:
+    """What a decode thread does with one entry: decode only (``plan.batch_mel``), else also the log-mel.
+    ``cpu_mel`` with ``plan.batch_mel``: the thread computes the log-mel on the CPU and the batch carries it to
+    the device in its one copy (the parity check's "CPU log-mel into the device's model")."""
     if plan.batch_mel:
+        if cpu_mel:
+            return lambda e: featurize(e, base_dir)
         return lambda e: featurize(e, base_dir, waveform=True)
     return lambda e: featurize(e, base_dir, device)
 
@@ -344,7 +349,8 @@ def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
                  write_failure: Callable[[str, str], None],
                  batch_size: Optional[int] = None, max_frames_per_batch: Optional[int] = None, chunk_size: int = 0,
                  num_workers: Optional[int] = None, base_dir=None, device: Optional[torch.device] = None,
-                 progress: bool = True, skip: Collection[str] = (), batch_mel: Optional[bool] = None) -> RunStats:
+                 progress: bool = True, skip: Collection[str] = (), batch_mel: Optional[bool] = None,
+                 cpu_mel: bool = False) -> RunStats:
     """Tokenize ``entries``: decode in threads a chunk ahead, batch by length, run the model, write.
 
     Every entry not in ``skip`` ends in exactly one of ``write_tokens`` or ``write_failure`` (key, one-line
@@ -352,7 +358,8 @@ def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
     frames of one forward pass, short items and windows of long ones alike (default: ``default_max_frames``
     of the model's device). ``batch_size``, ``num_workers``, ``chunk_size`` (utterances) and ``batch_mel``
     (log-mels per batch in the main thread, not in the decode threads): None or 0 for what suits the model's
-    device (:func:`defaults_for`); ``device``: where decode threads compute log-mels when they do.
+    device (:func:`defaults_for`); ``device``: where decode threads compute log-mels when they do; ``cpu_mel``
+    (with ``batch_mel``): log-mels on the CPU, carried to the model's device with the batch (see :func:`feeder`).
 
     ``skip``: keys already done (a resumed job). Chunks and batches are still cut from all of ``entries``,
     as in an uninterrupted run, so every other key meets the same batch neighbours and padding and gets
@@ -397,7 +404,7 @@ def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
         bar.set_postfix_str(f"{stats.speed:.1f} audio s/s, {stats.failed} failed")
 
     runner = OneAhead(lambda b: launch_batch(model, b, max_frames_per_batch, plan.batch_mel), handle, fail, watch)
-    decoded = featurized_chunks(chunks, feeder(plan, base_dir, device), plan.num_workers, fail, stats, model.device)
+    decoded = featurized_chunks(chunks, feeder(plan, base_dir, device, cpu_mel), plan.num_workers, fail, stats, model.device)
     for ci, (chunk, feats) in enumerate(decoded):
         for batch in make_batches(feats, plan.batch_size, max_frames_per_batch):
             if not all(f.key in skip for f in batch):
