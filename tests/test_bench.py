@@ -27,6 +27,12 @@ def test_bench_harness_smoke(ref, tmp_path):
     assert 0 <= rows["s3tok-fp32"]["input_wait_share"] < 1 and rows["ort-1"]["input_wait_share"] is None
     assert result["info"]["peak"]["fp32_peak"] > 0 and result["info"]["gflop_per_audio_second"] > 0
     assert "| s3tok fp32 (tokenize batching) |" in proc.stdout
+    # the time outside the forward pass, per part (issue 20): measured in the pass, shown in the report
+    parts = rows["s3tok-fp32"]["parts"]
+    assert {"decode", "resample", "log-mel", "waiting for input", "batching", "model", "writing"} <= set(parts)
+    assert all(v >= 0 for v in parts.values()) and parts["model"] > 0 and rows["s3tok-fp32"]["startup_s"] > 0
+    assert parts["model"] + parts["waiting for input"] <= rows["s3tok-fp32"]["wall_s"] * 1.05
+    assert "Where the time goes" in proc.stdout and rows["ort-1"].get("parts") is None
     # two interleaved rounds: the peak measured before each and after the last, one speed ratio per round
     assert result["info"]["rounds"] == 2 and len(result["info"]["peaks_fp32"]) == 3
     assert result["info"]["peak"]["fp32_peak"] == max(result["info"]["peaks_fp32"])
@@ -169,3 +175,19 @@ def test_bench_report_updates_its_section_in_place():
     doc = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
     for name in ("four-models", "short-clips"):
         assert doc.count(f"<!-- bench_report {name} -->") == 1 and doc.count(f"<!-- /bench_report {name} -->") == 1
+
+
+def test_time_table_lists_each_part_and_what_is_left():
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import bench_report
+    finally:
+        sys.path.pop(0)
+    parts = {"decode": 1.0, "resample": 0.5, "log-mel": 2.0, "waiting for input": 0.25, "batching": 0.05,
+             "model": 6.0, "writing": 0.2}
+    run = {"info": {"threads": 2}, "rows": [{"engine": "ort-N", "wall_s": 9.0},
+                                            {"engine": "s3tok-fp32", "wall_s": 7.0, "startup_s": 2.5, "parts": parts}]}
+    lines = bench_report.time_table(run)
+    assert lines[3].startswith("| engine | start-up | pass wall | decode | resample | log-mel |")
+    assert lines[-1] == "| s3tok fp32 | 2.50 | 7.00 | 1.00 | 0.50 | 2.00 | 0.25 | 0.05 | 6.00 | 0.20 | 0.50 |"
+    assert len(lines) == 6  # onnxruntime has no parts: no row

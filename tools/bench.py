@@ -19,7 +19,11 @@ miss rate against onnxruntime batch 1. Writes ``--json`` and prints a markdown t
 """
 from __future__ import annotations
 
-import argparse
+import time
+
+STARTED = time.perf_counter()  # as near the process start as this script gets: imports count as start-up
+
+import argparse  # noqa: E402
 import datetime
 import json
 import logging
@@ -29,13 +33,12 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from bench_report import peak_text, rounds_note, table  # tools/, beside this file
+from bench_report import peak_text, rounds_note, table, time_table  # tools/, beside this file
 
 logger = logging.getLogger("bench")
 
@@ -116,7 +119,8 @@ def _s3tok_engine(args, dtype, cpu_mel=False):
                              num_workers=args.num_workers, device=device, progress=False,
                              **({"batch_mel": True, "cpu_mel": True} if cpu_mel else {}))
         return got, {"padding_overhead": model.frame_count.overhead,
-                     "input_wait_share": stats.input_wait_seconds / max(stats.wall_seconds, 1e-9)}
+                     "input_wait_share": stats.input_wait_seconds / max(stats.wall_seconds, 1e-9),
+                     "parts": {**stats.parts, "waiting for input": stats.input_wait_seconds}}
     return run
 
 
@@ -155,6 +159,7 @@ def run_engine(args) -> Dict[str, object]:
                                    "s3tok-bf16-mixed": "bfloat16-mixed"}[name], cpu_mel=name.endswith("-cpumel"))
     else:
         run = _s3tokenizer_engine(args, int(name.split("-")[1]))
+    startup = time.perf_counter() - STARTED  # imports and model load, as a process of s3tok tokenize pays them
     run(entries[:1])  # warm-up on one clip
     reset_peak_rss()
     gpu = GpuMonitor(torch.device(args.device)) if name.startswith("s3tok-") else None
@@ -168,7 +173,7 @@ def run_engine(args) -> Dict[str, object]:
         util.append(gpu.stop() if gpu else None)
     best = walls.index(min(walls))
     tokens, measured = passes[best]
-    return {"wall": walls[best], "walls": walls, "tokens": tokens, "peak_rss_mb": peak_rss_mb(),
+    return {"wall": walls[best], "walls": walls, "tokens": tokens, "peak_rss_mb": peak_rss_mb(), "startup_s": startup,
             "input_wait_share": None, "gpu_util_pct": util[best],
             "gpu_peak_mb": gpu.peak_mb() if gpu else None, **measured}
 
@@ -469,7 +474,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      "gflops": gflops, "pct_of_peak": 100 * gflops / row_peak,
                      "gpu_util_pct": r.get("gpu_util_pct"), "gpu_peak_mb": r.get("gpu_peak_mb"),
                      "miss_rate": miss_rate(r["tokens"], ref) if ref else None,
-                     "speed_vs_reference_by_round": speed_by_round(by_round, name, ref_speed_name)})
+                     "speed_vs_reference_by_round": speed_by_round(by_round, name, ref_speed_name),
+                     "startup_s": r.get("startup_s"), "parts": r.get("parts")})
     info = {"date": datetime.date.today().isoformat(), "machine": machine_name(), "source": source_version(),
             "threads": args.threads, "model": args.model, "version": config.version, "width": config.width,
             "depth": config.depth, "clips": len(entries), "reference": ref_name,
@@ -483,7 +489,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     lines = [f"{config.version} (width {config.width}, {config.depth} blocks), {len(entries)} clips = {seconds:.1f} s, "
              f"{info['gflop_per_audio_second']:.2f} GFLOP per audio second; {args.threads} threads; "
              f"{peak_text(info)}", ""]
-    lines += table({"info": info, "rows": rows}, LABELS) + rounds_note({"info": info, "rows": rows}, LABELS)
+    lines += (table({"info": info, "rows": rows}, LABELS) + rounds_note({"info": info, "rows": rows}, LABELS)
+              + time_table({"info": info, "rows": rows}, LABELS))
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 

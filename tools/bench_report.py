@@ -116,11 +116,38 @@ def rounds_note(run: Dict[str, object], labels: Dict[str, str] = LABELS) -> List
             + "; ".join(parts) + "."]
 
 
+PARTS = ("decode", "resample", "log-mel", "waiting for input", "batching", "model", "writing")
+
+
+def time_table(run: Dict[str, object], labels: Dict[str, str] = LABELS) -> List[str]:
+    """Where the s3tok rows' time goes, in seconds: start-up (imports and model load, once per process), the
+    best pass's wall time, then its parts: decode, resample and log-mel in the decode threads (summed over
+    them, overlapping the model), the main thread waiting for them, batching, the model (queueing batches and
+    reading their tokens, padding included) and writing; "other" is the pass's wall time the main-thread parts
+    do not cover."""
+    rows = [r for r in run["rows"] if r.get("parts")]
+    if not rows:
+        return []
+    info = run["info"]
+    lines = ["", "Where the time goes (seconds; decode, resample and log-mel run in the decode threads, beside "
+             "the model):", "", "| engine | start-up | pass wall | " + " | ".join(PARTS) + " | other |",
+             "|---|---|---|" + "---|" * len(PARTS) + "---|"]
+    for r in rows:
+        parts, wall = r["parts"], float(r["wall_s"])
+        main = sum(float(parts.get(p, 0.0)) for p in ("waiting for input", "batching", "model", "writing"))
+        label = labels.get(r["engine"], r["engine"]).format(threads=info["threads"])
+        start = "-" if r.get("startup_s") is None else f"{float(r['startup_s']):.2f}"
+        lines.append(f"| {label} | {start} | {wall:.2f} | " + " | ".join(f"{float(parts.get(p, 0.0)):.2f}" for p in PARTS)
+                     + f" | {max(0.0, wall - main):.2f} |")
+    return lines
+
+
 def detail(run: Dict[str, object]) -> List[str]:
     """The full table of one model, headed by its size, clips and measured peak."""
     info = run["info"]
-    return [f"**{info['version']}** (width {info['width']}, {info['depth']} blocks): {info['clips']} clips = "
-            f"{info['audio_seconds']:.1f} s; {peak_text(info)}", ""] + table(run) + rounds_note(run)
+    return ([f"**{info['version']}** (width {info['width']}, {info['depth']} blocks): {info['clips']} clips = "
+             f"{info['audio_seconds']:.1f} s; {peak_text(info)}", ""] + table(run) + rounds_note(run)
+            + time_table(run))
 
 
 def update_section(text: str, name: str, block: str) -> str:

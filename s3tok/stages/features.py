@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ class Features:
     mel: Optional[torch.Tensor]
     seconds: float
     wav: Optional[torch.Tensor] = None
+    times: Dict[str, float] = field(default_factory=dict)  # seconds spent on it per part (decode, resample, log-mel)
 
     @property
     def frames(self) -> int:
@@ -76,21 +77,28 @@ def featurize(utt: Union[Utterance, WavEntry], base_dir=None, device: Optional[t
     input. ``waveform``: decode only, the waveform kept on the host for :func:`batch_mels` (``device`` unused)."""
     if isinstance(utt, WavEntry):
         utt = Utterance(utt.key, recording=utt)
+    t0 = time.perf_counter()
     if utt.feats is not None:
         mel = read_mel(utt.feats)
         check_finite(mel)
         on = device if device is not None and not waveform else None
-        return Features(utt.key, mel.to(on) if on is not None else mel, mel.shape[-1] / 100.0)
-    wav = load_waveform(utt, base_dir)
+        return Features(utt.key, mel.to(on) if on is not None else mel, mel.shape[-1] / 100.0,
+                        times={"decode": time.perf_counter() - t0})
+    audio, rate, name = read_utterance(utt, base_dir)
+    t1 = time.perf_counter()
+    wav = to_mono(audio, rate, SAMPLE_RATE, name)
+    t2 = time.perf_counter()
+    times = {"decode": t1 - t0, "resample": t2 - t1}
     if wav.numel() <= MIN_SAMPLES:
         raise ValueError(f"audio too short: {wav.numel()} samples at 16 kHz (need > {MIN_SAMPLES})")
     if not torch.isfinite(wav).all():
         raise ValueError("audio contains NaN or infinite samples")
     if waveform:
-        return Features(utt.key, None, wav.numel() / SAMPLE_RATE, wav=wav)
+        return Features(utt.key, None, wav.numel() / SAMPLE_RATE, wav=wav, times=times)
     mel = log_mel_spectrogram(wav, device=device)
     check_finite(mel)
-    return Features(utt.key, mel, wav.numel() / SAMPLE_RATE)
+    times["log-mel"] = time.perf_counter() - t2
+    return Features(utt.key, mel, wav.numel() / SAMPLE_RATE, times=times)
 
 
 def check_finite(mel: torch.Tensor) -> None:
@@ -134,6 +142,8 @@ def featurized_chunks(chunks: Sequence[Sequence], featurize_one: Callable, num_w
                 waited = time.perf_counter()
                 try:
                     feats.append(fut.result())
+                    for part, seconds in getattr(feats[-1], "times", {}).items():
+                        stats.add(part, seconds)
                 except Exception as e:  # noqa: BLE001 - any decode problem is this item's failure
                     fail(item.key, one_line(e))
                 stats.input_wait_seconds += time.perf_counter() - waited

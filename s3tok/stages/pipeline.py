@@ -48,6 +48,12 @@ class RunStats:
     wall_seconds: float = 0.0
     input_wait_seconds: float = 0.0  # the model idle, waiting for decoded audio and log-mels
     failures: List[Failure] = field(default_factory=list)
+    # seconds per part: in the decode threads (decode, resample, log-mel; summed over threads) and in the main
+    # thread (batching, model: queueing batches and reading their tokens, writing)
+    parts: Dict[str, float] = field(default_factory=dict)
+
+    def add(self, part: str, seconds: float) -> None:
+        self.parts[part] = self.parts.get(part, 0.0) + seconds
 
     @property
     def speed(self) -> float:
@@ -405,15 +411,29 @@ def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
 
     runner = OneAhead(lambda b: launch_batch(model, b, max_frames_per_batch, plan.batch_mel), handle, fail, watch)
     decoded = featurized_chunks(chunks, feeder(plan, base_dir, device, cpu_mel), plan.num_workers, fail, stats, model.device)
+    clock = time.perf_counter
     for ci, (chunk, feats) in enumerate(decoded):
-        for batch in make_batches(feats, plan.batch_size, max_frames_per_batch):
+        t0 = clock()
+        batches = make_batches(feats, plan.batch_size, max_frames_per_batch)
+        stats.add("batching", clock() - t0)
+        for batch in batches:
             if not all(f.key in skip for f in batch):
+                t0 = clock()
                 runner.push(batch, ci)
+                t1 = clock()
                 order.write_ready(runner.busy)
+                stats.add("model", t1 - t0)
+                stats.add("writing", clock() - t1)
         order.close(ci, chunk)
+        t0 = clock()
         order.write_ready(runner.busy)
+        stats.add("writing", clock() - t0)
+    t0 = clock()
     runner.flush()
+    t1 = clock()
     order.write_ready(None)
+    stats.add("model", t1 - t0)
+    stats.add("writing", clock() - t1)
     bar.close()
     stats.wall_seconds = time.perf_counter() - start
     return stats
