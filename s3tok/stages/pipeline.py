@@ -6,6 +6,7 @@ the forward passes and the copy of the tokens back, and reads a batch's tokens o
 so the device never waits for the host nor the host for the device (see :func:`defaults_for`)."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -54,6 +55,15 @@ class RunStats:
 
     def add(self, part: str, seconds: float) -> None:
         self.parts[part] = self.parts.get(part, 0.0) + seconds
+
+    @contextlib.contextmanager
+    def timed(self, part: str):
+        """Add the block's wall time to ``part``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(part, time.perf_counter() - start)
 
     @property
     def speed(self) -> float:
@@ -411,29 +421,21 @@ def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
 
     runner = OneAhead(lambda b: launch_batch(model, b, max_frames_per_batch, plan.batch_mel), handle, fail, watch)
     decoded = featurized_chunks(chunks, feeder(plan, base_dir, device, cpu_mel), plan.num_workers, fail, stats, model.device)
-    clock = time.perf_counter
     for ci, (chunk, feats) in enumerate(decoded):
-        t0 = clock()
-        batches = make_batches(feats, plan.batch_size, max_frames_per_batch)
-        stats.add("batching", clock() - t0)
-        for batch in batches:
-            if not all(f.key in skip for f in batch):
-                t0 = clock()
+        with stats.timed("batching"):
+            batches = make_batches(feats, plan.batch_size, max_frames_per_batch)
+        for batch in (b for b in batches if not all(f.key in skip for f in b)):
+            with stats.timed("model"):
                 runner.push(batch, ci)
-                t1 = clock()
+            with stats.timed("writing"):
                 order.write_ready(runner.busy)
-                stats.add("model", t1 - t0)
-                stats.add("writing", clock() - t1)
         order.close(ci, chunk)
-        t0 = clock()
-        order.write_ready(runner.busy)
-        stats.add("writing", clock() - t0)
-    t0 = clock()
-    runner.flush()
-    t1 = clock()
-    order.write_ready(None)
-    stats.add("model", t1 - t0)
-    stats.add("writing", clock() - t1)
+        with stats.timed("writing"):
+            order.write_ready(runner.busy)
+    with stats.timed("model"):
+        runner.flush()
+    with stats.timed("writing"):
+        order.write_ready(None)
     bar.close()
     stats.wall_seconds = time.perf_counter() - start
     return stats
