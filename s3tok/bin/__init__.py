@@ -64,10 +64,19 @@ def add_job_arguments(parser) -> None:
     parser.add_argument("-v", "--verbose", action="count", default=0)
 
 
-def check_job_arguments(logger, args) -> bool:
-    """``--num_jobs`` and ``--job`` together (False, logged, otherwise); under torchrun without them, this
+def check_job_arguments(logger, args, argv=None, prog: str = "") -> bool:
+    """Log the command (``prog`` and ``argv``, else ``sys.argv``), set torch's threads (``--num_threads``), and
+    check ``--num_jobs`` and ``--job`` together (False, logged, otherwise); under torchrun without them, this
     rank's shard."""
+    import sys
+
+    import torch
+
     from s3tok.stages.sharding import distributed_job
+
+    logger.info("command: %s", " ".join(sys.argv if argv is None else [prog, *argv]))
+    if getattr(args, "num_threads", 0) > 0:
+        torch.set_num_threads(args.num_threads)
 
     if bool(args.num_jobs) != bool(args.job):
         logger.error("--num_jobs and --job go together (got --num_jobs %s --job %s)", args.num_jobs, args.job)

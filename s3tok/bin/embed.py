@@ -62,10 +62,7 @@ def _main(args, argv: Optional[Sequence[str]]) -> int:
     from s3tok.modelfiles.resolve import resolve_speaker
     from s3tok.stages.embed_job import EMBED, run_embed_job
 
-    logger.info("command: %s", " ".join(sys.argv if argv is None else ["s3tok embed", *argv]))
-    if args.num_threads > 0:
-        torch.set_num_threads(args.num_threads)
-    if not check_job_arguments(logger, args):
+    if not check_job_arguments(logger, args, argv, "s3tok embed"):
         return BAD_INPUT
     try:
         utts = select_source(data_dir=args.data_dir, wav_scp=args.wav_scp, wav_dir=args.wav_dir,

@@ -90,10 +90,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _main(args, argv: Optional[Sequence[str]]) -> int:
-    logger.info("command: %s", " ".join(sys.argv if argv is None else ["s3tok tokenize", *argv]))
-    if args.num_threads > 0:
-        torch.set_num_threads(args.num_threads)
-    if not check_job_arguments(logger, args):
+    if not check_job_arguments(logger, args, argv, "s3tok tokenize"):
         return BAD_INPUT
     try:
         utts = select_source(data_dir=args.data_dir, wav_scp=args.wav_scp, wav_dir=args.wav_dir,
