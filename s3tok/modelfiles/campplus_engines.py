@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from s3tok.model.campplus import CampPlus
+from s3tok.model.packing import pack_by_length
 
 logger = logging.getLogger(__name__)
 
@@ -97,15 +98,9 @@ class OnnxEmbedder:
 
 def frame_batches(lengths: Sequence[int], max_frames: int) -> List[List[int]]:
     """Indices sorted by length (longest first) cut into batches whose padded size ``n * longest`` stays within
-    ``max_frames`` (a longer utterance goes alone)."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    batches: List[List[int]] = []
-    for i in order:
-        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= max_frames:
-            batches[-1].append(i)
-        else:
-            batches.append([i])
-    return batches
+    ``max_frames`` (a longer utterance goes alone): :func:`~s3tok.model.packing.pack_by_length` without its
+    fill rule (exact masks make padding cost time only, not accuracy)."""
+    return pack_by_length(range(len(lengths)), lengths.__getitem__, max_frames, min_fill=0.0)
 
 
 class TorchEmbedder:
