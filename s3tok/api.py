@@ -77,8 +77,7 @@ def load_model(path_or_name: Union[str, os.PathLike], device: Union[None, str, t
                 except OSError as e:
                     logger.warning("cannot write the converted-weights cache (%s); continuing without it", e)
     config = S3Config.from_dict(meta["config"])
-    model = S3Tokenizer(config)
-    model.load_state_dict(state_dict, strict=True)
+    model = S3Tokenizer.from_weights(config, state_dict)
     model.source = origin
     model.onnx_sha256 = meta.get("onnx_sha256")
     model.random_init = bool(meta.get("random_init", False))

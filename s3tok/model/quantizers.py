@@ -28,7 +28,7 @@ class FiniteScalarQuantizer(nn.Module):
     def __init__(self, width: int, dim: int = 8):
         super().__init__()
         self.project_down = nn.Linear(width, dim)
-        self.register_buffer("powers", 3 ** torch.arange(dim, dtype=torch.int64), persistent=False)
+        self.dim = dim
 
     def forward(self, x: Tensor) -> Tensor:
         """``x [..., D]`` -> codes ``[...]`` int64 in ``[0, 3**dim)``."""
@@ -36,4 +36,7 @@ class FiniteScalarQuantizer(nn.Module):
         b = self.project_down.bias.float()
         h = torch.nn.functional.linear(x.float(), w, b)
         digits = torch.round(torch.tanh(h) * 0.999).to(torch.int64) + 1
-        return (digits * self.powers).sum(-1)
+        # made here, not kept as a buffer: a model built on the meta device (``S3Tokenizer.from_weights``)
+        # has only the weights it is given; a device-side power, not a host list, so CUDA never waits
+        powers = torch.pow(3, torch.arange(self.dim, device=digits.device, dtype=torch.int64))
+        return (digits * powers).sum(-1)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -84,6 +84,19 @@ class S3Tokenizer(nn.Module):
         self.max_frames_per_forward: Optional[int] = None  # None: default_max_frames(self.device)
         self.source = ""  # where the weights came from (file path or name), for logs and provenance
         self.frame_count = FrameCount()  # what quantize() ran, for speed reports; reset by assigning a new one
+
+    @classmethod
+    def from_weights(cls, config: S3Config, weights: Dict[str, Tensor]) -> "S3Tokenizer":
+        """The model of ``config`` holding ``weights`` (name -> tensor, as ``state_dict()``) as its own
+        tensors: built on the meta device, so no random initialisation is computed only to be overwritten
+        (about a second of start-up for an official-size model). Names and shapes must fit exactly."""
+        with torch.device("meta"):
+            model = cls(config)
+        model.load_state_dict(weights, strict=True, assign=True)
+        left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+        if left:
+            raise ValueError(f"weights left without values: {', '.join(left)}")
+        return model
 
     # ------------------------------------------------------------------ set-up
     @property
