@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -16,8 +17,15 @@ MODEL_NAMES = ("speech_tokenizer_v1", "speech_tokenizer_v1_25hz", "speech_tokeni
 
 
 def pytest_configure(config):
-    """Tests never touch the user's model cache: ``$S3TOK_HOME`` points at a fresh folder."""
-    os.environ["S3TOK_HOME"] = tempfile.mkdtemp(prefix="s3tok-test-home-")
+    """Tests never touch the user's model cache: ``$S3TOK_HOME`` points at a fresh folder, removed at the end."""
+    config._s3tok_home = tempfile.mkdtemp(prefix="s3tok-test-home-")
+    os.environ["S3TOK_HOME"] = config._s3tok_home
+
+
+def pytest_unconfigure(config):
+    home = getattr(config, "_s3tok_home", None)
+    if home:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 ROOT = Path(__file__).resolve().parents[1]

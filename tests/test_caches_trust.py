@@ -202,3 +202,14 @@ def test_external_data_cannot_escape_or_overread(ref, tmp_path, how):
     match = "outside the model's folder" if how in ("parent", "absolute", "symlink") else "declares"
     with pytest.raises(OnnxImportError, match=match):
         read_onnx(path)
+
+
+def test_the_suite_leaves_no_model_cache_behind(tmp_path):
+    """The suite's own ``$S3TOK_HOME`` (converted weights, downloads) is removed when pytest ends: it was
+    left in the temporary folder by every run."""
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "tests/test_linear_kernels.py::test_a_bad_environment_value_names_the_variable"],
+                          cwd=root, env={**os.environ, "TMPDIR": str(tmp_path)}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert not list(tmp_path.glob("s3tok-test-home-*"))
