@@ -21,11 +21,11 @@ AVX2_ONLY = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 
 CHILD = r"""
 import json, sys, torch
-import s3tok, s3tok.model.encoder as enc
+import s3tok, s3tok.model.linear as lin
 from s3tok.data.audio import padding
 model_path, wavs = sys.argv[1], sys.argv[2:]
 mels = [s3tok.log_mel_spectrogram(s3tok.load_audio(w)) for w in wavs]
-out = {"fused": sorted(str(d) for d in enc.ONEDNN_LINEAR)}
+out = {"fused": sorted(str(d) for d in lin.ONEDNN_LINEAR)}
 for dtype in ("float32", "bfloat16", "bfloat16-mixed", "float16", "float16-mixed"):
     try:
         model = s3tok.load_model(model_path, dtype=dtype)

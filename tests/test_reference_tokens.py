@@ -81,9 +81,9 @@ def test_explicit_attention_path(name, golden):
 def test_plain_linear_path(name, golden, monkeypatch):
     """Without oneDNN's fused linear (other builds, GPUs) the tokens are the same."""
     ref, ref_models, ref_mels = golden
-    import s3tok.model.encoder as encoder
+    import s3tok.model.linear as linear
 
-    monkeypatch.setattr(encoder, "ONEDNN_LINEAR", frozenset())
+    monkeypatch.setattr(linear, "ONEDNN_LINEAR", frozenset())
     model = ref_models[name]
     expected, ties = load_expected(ref, name)
     mels, lens = padding(list(ref_mels.values()))

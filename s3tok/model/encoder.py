@@ -11,64 +11,9 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from s3tok.model.config import S3Config
+from s3tok.model.linear import linear
 
 logger = logging.getLogger(__name__)
-
-
-def _probe_onednn_linear() -> frozenset:
-    """The dtypes for which this torch build and CPU run oneDNN's fused linear (dense in, dense out).
-
-    Each is tried once on a tiny input: oneDNN refuses to build a bf16 primitive on a CPU without AVX-512
-    (an AVX2-only EPYC, say), where plain ``F.linear`` still runs bf16 through its reference kernels."""
-    if not hasattr(torch.ops.mkldnn, "_linear_pointwise") or not torch.backends.mkldnn.is_available():
-        return frozenset()
-    works = set()
-    for dtype in (torch.float32, torch.bfloat16):
-        try:
-            with torch.no_grad():
-                x, w, b = torch.ones(2, 4, dtype=dtype), torch.ones(3, 4, dtype=dtype), torch.zeros(3, dtype=dtype)
-                if torch.equal(torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], ""), F.linear(x, w, b)):
-                    works.add(dtype)
-        except (AttributeError, RuntimeError):
-            pass
-    logger.debug("oneDNN fused linear on this CPU (%s): %s", torch.backends.cpu.get_cpu_capability(),
-                 ", ".join(str(d).replace("torch.", "") for d in sorted(works, key=str)) or "none")
-    return frozenset(works)
-
-
-ONEDNN_LINEAR = _probe_onednn_linear()  # dtypes the fused path may take
-
-
-def _onednn_ok(x: Tensor) -> bool:
-    return (x.dtype in ONEDNN_LINEAR and x.device.type == "cpu"
-            and not torch.is_grad_enabled() and not torch.compiler.is_compiling())
-
-
-def linear(layer: nn.Linear, x: Tensor, gelu: bool = False, add: Optional[Tensor] = None) -> Tensor:
-    """``layer(x)``, then exact GELU when ``gelu``, or ``+ add`` when given. On CPU without autograd this
-    calls oneDNN's linear with the GELU or the addition fused (about twice the default BLAS rate for fp32
-    on some CPUs); the addition is the same single fp32 add either way.
-
-    Mixed precision (weights in a narrower dtype than ``x`` or ``add``): the product runs in the weights'
-    dtype and its result comes back in the wider one before the addition; after GELU it stays narrow, as
-    it only feeds the next product."""
-    wdt = layer.weight.dtype
-    if x.dtype != wdt or (add is not None and add.dtype != wdt):
-        y = linear(layer, x.to(wdt), gelu=gelu)
-        if gelu:
-            return y
-        y = y.to(add.dtype if add is not None else x.dtype)
-        return y if add is None else y + add
-    if _onednn_ok(x):
-        if add is not None:
-            return torch.ops.mkldnn._linear_pointwise.binary(x, add, layer.weight, layer.bias, "add")
-        if gelu:
-            return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "gelu", [], "none")
-        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "none", [], "")
-    y = F.linear(x, layer.weight, layer.bias)
-    if gelu:
-        return F.gelu(y)
-    return y if add is None else y + add
 
 
 def conv_out_lengths(lengths: Tensor, stride: int) -> Tensor:

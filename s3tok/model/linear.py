@@ -1,0 +1,167 @@
+"""The encoder's linear layers, and which CPU kernel runs them: chosen by timing, never by CPU name.
+
+Two kernels can run a linear layer on a CPU: oneDNN's fused linear (``mkldnn._linear_pointwise``, with the
+GELU or the residual addition fused into the product) and ATen's ``F.linear`` (the BLAS the torch build
+carries: MKL's sgemm in the PyPI builds; for dtypes no BLAS covers, ATen's own loops). Which is faster
+depends on the CPU (AMX, AVX-512, AVX2 only), the library versions and the shapes, so each process times
+both once per dtype and model width, at the shapes of a transformer block's feed-forward pair, and keeps
+the faster (:func:`cpu_kernel`). ``S3TOK_CPU_LINEAR=onednn`` or ``=aten`` skips the timing.
+
+Both kernels compute IEEE fp32 products; they sum in different orders, so a token that sits on an fp32
+near-tie may come out differently (the reference tests pass on both).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+logger = logging.getLogger(__name__)
+
+KERNEL_ENV = "S3TOK_CPU_LINEAR"
+KERNELS = ("onednn", "aten")
+PROBE_ROWS = 128  # frames per timed product: about 5 s of 25 Hz audio, enough to fill the kernels
+PROBE_REPS = 2  # timed calls per kernel after one warm-up, interleaved; the best is kept
+MARGIN = 0.05  # ATen must be this much faster to be chosen: oneDNN's fused epilogues save a pass over memory
+
+
+def _probe_onednn_linear() -> frozenset:
+    """The dtypes for which this torch build and CPU run oneDNN's fused linear (dense in, dense out).
+
+    Each is tried once on a tiny input: oneDNN refuses to build a bf16 primitive on a CPU without AVX-512
+    (an AVX2-only EPYC, say), where plain ``F.linear`` still runs bf16 through its reference kernels."""
+    if not hasattr(torch.ops.mkldnn, "_linear_pointwise") or not torch.backends.mkldnn.is_available():
+        return frozenset()
+    works = set()
+    for dtype in (torch.float32, torch.bfloat16):
+        try:
+            with torch.no_grad():
+                x, w, b = torch.ones(2, 4, dtype=dtype), torch.ones(3, 4, dtype=dtype), torch.zeros(3, dtype=dtype)
+                if torch.equal(torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], ""), F.linear(x, w, b)):
+                    works.add(dtype)
+        except (AttributeError, RuntimeError):
+            pass
+    logger.debug("oneDNN fused linear on this CPU (%s): %s", torch.backends.cpu.get_cpu_capability(),
+                 ", ".join(str(d).replace("torch.", "") for d in sorted(works, key=str)) or "none")
+    return frozenset(works)
+
+
+ONEDNN_LINEAR = _probe_onednn_linear()  # dtypes the fused path can take at all
+
+_chosen: Dict[Tuple[torch.dtype, int], str] = {}
+_lock = threading.Lock()
+
+
+def forced_kernel() -> Optional[str]:
+    """The kernel ``$S3TOK_CPU_LINEAR`` asks for, or None (unset, empty or ``auto``: time them)."""
+    value = os.environ.get(KERNEL_ENV, "").strip().lower()
+    if value in ("", "auto"):
+        return None
+    if value not in KERNELS:
+        raise ValueError(f"{KERNEL_ENV}={value!r}: expected one of auto, {', '.join(KERNELS)}")
+    return value
+
+
+def _run(kernel: str, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
+    """One feed-forward pair (``x -> GELU(x W1) W2 + x``) with ``kernel``, as :func:`linear` would run it."""
+    if kernel == "onednn":
+        h = torch.ops.mkldnn._linear_pointwise(x, w1, b1, "gelu", [], "none")
+        return torch.ops.mkldnn._linear_pointwise.binary(h, x, w2, b2, "add")
+    return F.linear(F.gelu(F.linear(x, w1, b1)), w2, b2) + x
+
+
+def time_kernels(dtype: torch.dtype, width: int, rows: int = PROBE_ROWS, reps: int = PROBE_REPS) -> Dict[str, float]:
+    """Best seconds of each kernel on one feed-forward pair ``rows x width -> 4 width -> width`` in
+    ``dtype``, calls interleaved so that a machine whose speed drifts affects both alike. Random inputs
+    from a private generator: the caller's random state is not touched."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, width, generator=gen).to(dtype)
+    w1 = (torch.randn(4 * width, width, generator=gen) * width ** -0.5).to(dtype)
+    w2 = (torch.randn(width, 4 * width, generator=gen) * (4 * width) ** -0.5).to(dtype)
+    b1, b2 = torch.zeros(4 * width, dtype=dtype), torch.zeros(width, dtype=dtype)
+    best = {k: float("inf") for k in KERNELS}
+    with torch.no_grad():
+        for rep in range(reps + 1):
+            for kernel in (KERNELS if rep % 2 == 0 else KERNELS[::-1]):
+                t0 = time.perf_counter()
+                _run(kernel, x, w1, b1, w2, b2)
+                if rep:  # the first call of each builds its primitives and warms the caches
+                    best[kernel] = min(best[kernel], time.perf_counter() - t0)
+    return best
+
+
+def cpu_kernel(dtype: torch.dtype, width: int) -> str:
+    """``"onednn"`` or ``"aten"``: the kernel for this process's CPU linear layers of ``dtype`` in a model
+    of ``width``; decided on the first call (timed unless forced) and logged once at debug level."""
+    key = (dtype, width)
+    got = _chosen.get(key)
+    if got is not None:
+        return got
+    with _lock:
+        if key not in _chosen:
+            _chosen[key] = _choose(dtype, width)
+        return _chosen[key]
+
+
+def _choose(dtype: torch.dtype, width: int) -> str:
+    name = str(dtype).replace("torch.", "")
+    if dtype not in ONEDNN_LINEAR:
+        logger.debug("CPU linear, %s, width %d: aten (oneDNN's fused linear does not run %s here)", name, width, name)
+        return "aten"
+    forced = forced_kernel()
+    if forced:
+        logger.debug("CPU linear, %s, width %d: %s (%s)", name, width, forced, KERNEL_ENV)
+        return forced
+    t0 = time.perf_counter()
+    times = time_kernels(dtype, width)
+    choice = "aten" if times["aten"] < (1 - MARGIN) * times["onednn"] else "onednn"
+    logger.debug("CPU linear, %s, width %d, %s, %d threads: onednn %.1f ms, aten %.1f ms per feed-forward pair "
+                 "of %d rows -> %s (timed in %.2f s)", name, width, torch.backends.cpu.get_cpu_capability(),
+                 torch.get_num_threads(), 1e3 * times["onednn"], 1e3 * times["aten"], PROBE_ROWS, choice,
+                 time.perf_counter() - t0)
+    return choice
+
+
+def chosen_kernels() -> Dict[str, str]:
+    """What this process chose so far, as ``{"float32 width 1280": "onednn", ...}`` (for reports)."""
+    return {f"{str(d).replace('torch.', '')} width {w}": k for (d, w), k in sorted(_chosen.items(), key=str)}
+
+
+def _onednn_ok(layer: nn.Linear, x: Tensor) -> bool:
+    if (x.dtype not in ONEDNN_LINEAR or x.device.type != "cpu"
+            or torch.is_grad_enabled() or torch.compiler.is_compiling()):
+        return False
+    return cpu_kernel(x.dtype, min(layer.in_features, layer.out_features)) == "onednn"
+
+
+def linear(layer: nn.Linear, x: Tensor, gelu: bool = False, add: Optional[Tensor] = None) -> Tensor:
+    """``layer(x)``, then exact GELU when ``gelu``, or ``+ add`` when given. On a CPU without autograd,
+    where :func:`cpu_kernel` chose oneDNN, the GELU or the addition is fused into the product; the addition
+    is the same single fp32 add either way.
+
+    Mixed precision (weights in a narrower dtype than ``x`` or ``add``): the product runs in the weights'
+    dtype and its result comes back in the wider one before the addition; after GELU it stays narrow, as
+    it only feeds the next product."""
+    wdt = layer.weight.dtype
+    if x.dtype != wdt or (add is not None and add.dtype != wdt):
+        y = linear(layer, x.to(wdt), gelu=gelu)
+        if gelu:
+            return y
+        y = y.to(add.dtype if add is not None else x.dtype)
+        return y if add is None else y + add
+    if _onednn_ok(layer, x):
+        if add is not None:
+            return torch.ops.mkldnn._linear_pointwise.binary(x, add, layer.weight, layer.bias, "add")
+        if gelu:
+            return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "gelu", [], "none")
+        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "none", [], "")
+    y = F.linear(x, layer.weight, layer.bias)
+    if gelu:
+        return F.gelu(y)
+    return y if add is None else y + add
