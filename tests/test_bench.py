@@ -38,7 +38,13 @@ def test_bench_harness_smoke(ref, tmp_path):
     assert result["info"]["peak"]["fp32_peak"] == max(result["info"]["peaks_fp32"])
     assert len(rows["s3tok-fp32"]["speed_vs_reference_by_round"]) == 2
     assert rows["ort-1"]["speed_vs_reference_by_round"] is None
-    assert "round by round (2 interleaved rounds): s3tok fp32 (tokenize batching)" in proc.stdout
+    assert "(best pass), round by round (2 interleaved rounds): s3tok fp32 (tokenize batching)" in proc.stdout
+    assert "(one process: start-up, warm-up clip and first pass), round by round" in proc.stdout
+    assert len(rows["s3tok-fp32"]["speed_vs_reference_by_round_process"]) == 2
+    for r in rows.values():  # one process: start-up + warm-up + a first pass, never faster than the best pass
+        assert 0 < r["process_rtf"] < r["rtf"]
+    assert set(rows["s3tok-fp32"]["linear_kernels"].values()) <= {"onednn", "aten"}
+    assert "CPU linear kernels chosen by timing" in proc.stdout
     report = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_report.py"), str(out), str(out)],
                             capture_output=True, text=True, timeout=60)
     assert report.returncode == 0, report.stderr[-3000:]
@@ -49,7 +55,7 @@ def test_bench_harness_smoke(ref, tmp_path):
     summary = [line for line in lines if line.startswith("| speech_tokenizer_v1_25hz |")]
     assert len(summary) == 2 and "0.000 % / -" in summary[0]  # fp32 exact, no bf16 row in this run
     assert report.stdout.count(result["info"]["command"]) == 2
-    assert report.stdout.count("round by round (2 interleaved rounds)") == 2
+    assert report.stdout.count("round by round (2 interleaved rounds)") == 4
     md = tmp_path / "report.md"
     again = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_report.py"), str(out), str(out), "--out",
                             str(md)], capture_output=True, text=True, timeout=60)
@@ -71,11 +77,11 @@ def test_bench_report_gpu_columns():
             "gpu_float32": 51000.0, "gpu_bfloat16": 760000.0}, "peaks_fp32": [900.0]}
     lines = bench_report.table({"info": info, "rows": [ort, row]})
     assert lines[0].endswith("| miss rate vs ORT bs1 | GPU util | peak GPU MB |")
-    assert lines[1].count("---") == 11
+    assert lines[1].count("---") == 12
     assert lines[2].endswith("| - | - |") and lines[3].endswith("| 87 % | 20480 |")
     assert "NVIDIA H200 (cuda:0): fp32 51.0 TFLOP/s, bf16 760 TFLOP/s" in bench_report.peak_text(info)
     cpu = bench_report.table({"info": {"threads": 2}, "rows": [{**row, "gpu_util_pct": None, "gpu_peak_mb": None}]})
-    assert "GPU util" not in cpu[0] and cpu[1].count("---") == 9
+    assert "GPU util" not in cpu[0] and cpu[1].count("---") == 10
 
 
 def test_bench_report_rejects_other_json(tmp_path):
@@ -191,3 +197,15 @@ def test_time_table_lists_each_part_and_what_is_left():
     assert lines[3].startswith("| engine | start-up | pass wall | decode | resample | log-mel |")
     assert lines[-1] == "| s3tok fp32 | 2.50 | 7.00 | 1.00 | 0.50 | 2.00 | 0.25 | 0.05 | 6.00 | 0.20 | 0.50 |"
     assert len(lines) == 6  # onnxruntime has no parts: no row
+
+
+def test_bench_load_times_every_load_path(ref):
+    """``tools/bench_load.py`` prints the three load paths, the first load of a new process among them."""
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_load.py"),
+                           str(ref / "models" / "speech_tokenizer_v2_25hz.onnx"), "--repeat", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "median" not in line]
+    assert [r.split(" | ")[0] for r in rows] == ["| ONNX parse (cache=False)", "| converted-weights cache",
+                                                  "| converted-weights cache, first load of a new process"]
+    assert all(float(r.split(" | ")[1]) > 0 for r in rows)

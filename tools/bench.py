@@ -90,19 +90,23 @@ def _ort_engine(args, threads):
     from s3tok.stages.features import featurize
     from s3tok.modelfiles.onnx_import import read_onnx
 
-    config = read_onnx(args.model).config
+    t0 = time.perf_counter()
+    config = read_onnx(args.model).config  # the bench's need (the window rule), not a cost of CosyVoice's way
+    bench_only = time.perf_counter() - t0
     sess = ort_session(args.model, threads)
 
     def run(entries):
         tokens = {e.key: onnx_tokens(sess, featurize(e).mel, config) for e in entries}
         return tokens, {"padding_overhead": 1.0}  # batch 1: every window alone
-    return run
+    return run, bench_only
 
 
 def _s3tok_engine(args, dtype, cpu_mel=False):
     """s3tok's tokenize loop; ``cpu_mel``: log-mels computed on the CPU and carried to the model with each
-    batch, which separates front-end from model differences on a GPU (beside the all-GPU row)."""
+    batch, which separates front-end from model differences on a GPU (beside the all-GPU row). Also says
+    which CPU kernels the process chose for the linear layers (timed at its first forward pass)."""
     import s3tok
+    from s3tok.model.linear import chosen_kernels
     from s3tok.model.tokenizer import FrameCount
     from s3tok.stages.pipeline import run_tokenize
 
@@ -120,8 +124,9 @@ def _s3tok_engine(args, dtype, cpu_mel=False):
                              **({"batch_mel": True, "cpu_mel": True} if cpu_mel else {}))
         return got, {"padding_overhead": model.frame_count.overhead,
                      "input_wait_share": stats.input_wait_seconds / max(stats.wall_seconds, 1e-9),
-                     "parts": {**stats.parts, "waiting for input": stats.input_wait_seconds}}
-    return run
+                     "parts": {**stats.parts, "waiting for input": stats.input_wait_seconds},
+                     "linear_kernels": chosen_kernels()}
+    return run, 0.0
 
 
 def _s3tokenizer_engine(args, batch):
@@ -144,23 +149,27 @@ def _s3tokenizer_engine(args, batch):
             for j, e in enumerate(chunk):
                 out[e.key] = codes[j, :clens[j]].tolist()
         return out, {"padding_overhead": frames[1] / max(1, frames[0])}
-    return run
+    return run, 0.0
 
 
 def run_engine(args) -> Dict[str, object]:
-    """One engine in this process: warm-up, ``--runs`` timed passes, tokens and peak memory."""
+    """One engine in this process: warm-up, ``--runs`` timed passes, tokens and peak memory. ``process_s``
+    is what a process that tokenizes the set once pays: start-up, the one-clip warm-up and the first pass
+    (first-pass costs included, one clip twice), the bench's own reading of the model's configuration not."""
     torch.set_num_threads(args.threads)
     entries = _entries(args)
     name = args.engine
     if name in ("ort-1", "ort-N"):
-        run = _ort_engine(args, 1 if name == "ort-1" else args.threads)
+        run, bench_only = _ort_engine(args, 1 if name == "ort-1" else args.threads)
     elif name.startswith("s3tok-"):
-        run = _s3tok_engine(args, {"s3tok-fp32": "float32", "s3tok-fp32-cpumel": "float32", "s3tok-bf16": "bfloat16",
+        run, bench_only = _s3tok_engine(args, {"s3tok-fp32": "float32", "s3tok-fp32-cpumel": "float32", "s3tok-bf16": "bfloat16",
                                    "s3tok-bf16-mixed": "bfloat16-mixed"}[name], cpu_mel=name.endswith("-cpumel"))
     else:
-        run = _s3tokenizer_engine(args, int(name.split("-")[1]))
-    startup = time.perf_counter() - STARTED  # imports and model load, as a process of s3tok tokenize pays them
+        run, bench_only = _s3tokenizer_engine(args, int(name.split("-")[1]))
+    startup = time.perf_counter() - STARTED - bench_only  # imports and model load, as a process pays them
+    t0 = time.perf_counter()
     run(entries[:1])  # warm-up on one clip
+    warmup = time.perf_counter() - t0
     reset_peak_rss()
     gpu = GpuMonitor(torch.device(args.device)) if name.startswith("s3tok-") else None
     walls, passes, util = [], [], []
@@ -174,6 +183,7 @@ def run_engine(args) -> Dict[str, object]:
     best = walls.index(min(walls))
     tokens, measured = passes[best]
     return {"wall": walls[best], "walls": walls, "tokens": tokens, "peak_rss_mb": peak_rss_mb(), "startup_s": startup,
+            "process_s": startup + warmup + walls[0],
             "input_wait_share": None, "gpu_util_pct": util[best],
             "gpu_peak_mb": gpu.peak_mb() if gpu else None, **measured}
 
@@ -404,17 +414,20 @@ def merge_rounds(name: str, runs: List[Dict[str, object]]) -> Dict[str, object]:
     if differ:
         logger.warning("%s: tokens of round(s) %s differ from round 0 (the engine is not deterministic)",
                        name, differ)
+    process = [float(r["process_s"]) for r in runs if r.get("process_s")]
     return {**best, "walls": [w for r in runs for w in r["walls"]],
-            "peak_rss_mb": max(float(r["peak_rss_mb"]) for r in runs)}
+            "peak_rss_mb": max(float(r["peak_rss_mb"]) for r in runs),
+            "process_s": min(process) if process else None}
 
 
 def speed_by_round(by_round: Dict[str, List[Dict[str, object]]], name: str,
-                   reference: Optional[str]) -> Optional[List[float]]:
-    """``name``'s speed over ``reference``'s (their walls' inverse ratio) in each round both finished."""
+                   reference: Optional[str], key: str = "wall") -> Optional[List[float]]:
+    """``name``'s speed over ``reference``'s (the inverse ratio of their ``key`` times: the best pass's
+    wall, or ``process_s``) in each round both finished."""
     if reference is None or name == reference:
         return None
-    ref = {r["round"]: float(r["wall"]) for r in by_round[reference]}
-    return [ref[r["round"]] / float(r["wall"]) for r in by_round[name] if r["round"] in ref]
+    ref = {r["round"]: float(r[key]) for r in by_round[reference] if r.get(key)}
+    return [ref[r["round"]] / float(r[key]) for r in by_round[name] if r["round"] in ref and r.get(key)]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -475,7 +488,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      "gpu_util_pct": r.get("gpu_util_pct"), "gpu_peak_mb": r.get("gpu_peak_mb"),
                      "miss_rate": miss_rate(r["tokens"], ref) if ref else None,
                      "speed_vs_reference_by_round": speed_by_round(by_round, name, ref_speed_name),
-                     "startup_s": r.get("startup_s"), "parts": r.get("parts")})
+                     "startup_s": r.get("startup_s"), "parts": r.get("parts"),
+                     "process_rtf": seconds / float(r["process_s"]) if r.get("process_s") else None,
+                     "speed_vs_reference_by_round_process": speed_by_round(by_round, name, ref_speed_name, "process_s"),
+                     "linear_kernels": r.get("linear_kernels")})
     info = {"date": datetime.date.today().isoformat(), "machine": machine_name(), "source": source_version(),
             "threads": args.threads, "model": args.model, "version": config.version, "width": config.width,
             "depth": config.depth, "clips": len(entries), "reference": ref_name,

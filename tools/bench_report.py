@@ -72,13 +72,14 @@ def table(run: Dict[str, object], labels: Dict[str, str] = LABELS) -> List[str]:
     info = run["info"]
     reference = info.get("reference", "ort-1")
     gpu = any(r.get("gpu_peak_mb") is not None for r in run["rows"])
-    head = ("| engine | audio s/s | tokens/s | GFLOP/s | % of fp32 peak | peak RSS MB | computed / useful frames "
-            "| model waits for input | miss rate vs ORT bs1 |")
-    lines = [head + (" GPU util | peak GPU MB |" if gpu else ""), "|---|---|---|---|---|---|---|---|---|"
+    head = ("| engine | audio s/s | audio s/s, one process | tokens/s | GFLOP/s | % of fp32 peak | peak RSS MB "
+            "| computed / useful frames | model waits for input | miss rate vs ORT bs1 |")
+    lines = [head + (" GPU util | peak GPU MB |" if gpu else ""), "|---|---|---|---|---|---|---|---|---|---|"
              + ("---|---|" if gpu else "")]
     for r in run["rows"]:
         label = labels.get(r["engine"], r["engine"]).format(threads=info["threads"])
-        line = (f"| {label} | {r['rtf']:.1f} | {r['tokens_per_s']:.0f} | {r['gflops']:.0f} | "
+        process = "-" if r.get("process_rtf") is None else f"{float(r['process_rtf']):.1f}"
+        line = (f"| {label} | {r['rtf']:.1f} | {process} | {r['tokens_per_s']:.0f} | {r['gflops']:.0f} | "
                 f"{r['pct_of_peak']:.0f} % | {r['peak_rss_mb']:.0f} | {_overhead(r)} | {_wait(r)} | "
                 f"{_miss(r, reference)} |")
         if gpu:
@@ -103,17 +104,21 @@ def rounds_note(run: Dict[str, object], labels: Dict[str, str] = LABELS) -> List
     """With ``--rounds`` > 1: each engine's speed over the fastest onnxruntime row, round by round."""
     info = run["info"]
     reference = info.get("speed_reference")
-    parts = []
-    for r in run["rows"]:
-        ratios = r.get("speed_vs_reference_by_round") or []
-        if len(ratios) > 1:
-            label = labels.get(r["engine"], r["engine"]).format(threads=info["threads"])
-            parts.append(f"{label} {', '.join(f'{x:.2f}' for x in ratios)} (median {statistics.median(ratios):.2f})")
-    if not parts:
-        return []
     ref_label = labels.get(reference, reference).format(threads=info["threads"])
-    return ["", f"Speed over {ref_label}, round by round ({info['rounds']} interleaved rounds): "
-            + "; ".join(parts) + "."]
+    lines = []
+    for key, what in (("speed_vs_reference_by_round", "best pass"),
+                      ("speed_vs_reference_by_round_process", "one process: start-up, warm-up clip and first pass")):
+        parts = []
+        for r in run["rows"]:
+            ratios = r.get(key) or []
+            if len(ratios) > 1:
+                label = labels.get(r["engine"], r["engine"]).format(threads=info["threads"])
+                parts.append(f"{label} {', '.join(f'{x:.2f}' for x in ratios)} "
+                             f"(median {statistics.median(ratios):.2f})")
+        if parts:
+            lines += ["", f"Speed over {ref_label} ({what}), round by round ({info['rounds']} interleaved rounds): "
+                      + "; ".join(parts) + "."]
+    return lines
 
 
 PARTS = ("decode", "resample", "log-mel", "waiting for input", "batching", "model", "writing")
@@ -139,6 +144,9 @@ def time_table(run: Dict[str, object], labels: Dict[str, str] = LABELS) -> List[
         start = "-" if r.get("startup_s") is None else f"{float(r['startup_s']):.2f}"
         lines.append(f"| {label} | {start} | {wall:.2f} | " + " | ".join(f"{float(parts.get(p, 0.0)):.2f}" for p in PARTS)
                      + f" | {max(0.0, wall - main):.2f} |")
+    kernels = sorted({f"{k}: {v}" for r in rows for k, v in (r.get("linear_kernels") or {}).items()})
+    if kernels:
+        lines += ["", f"CPU linear kernels chosen by timing (s3tok.model.linear): {'; '.join(kernels)}."]
     return lines
 
 
