@@ -33,6 +33,8 @@ def test_bench_harness_smoke(ref, tmp_path):
     assert all(v >= 0 for v in parts.values()) and parts["model"] > 0 and rows["s3tok-fp32"]["startup_s"] > 0
     assert parts["model"] + parts["waiting for input"] <= rows["s3tok-fp32"]["wall_s"] * 1.05
     assert "Where the time goes" in proc.stdout and rows["ort-1"].get("parts") is None
+    times = proc.stdout.split("Where the time goes", 1)[1].splitlines()
+    assert any(t.startswith("| onnxruntime") and t.endswith("| - | - | - | - | - | - | - | - |") for t in times)
     # two interleaved rounds: the peak measured before each and after the last, one speed ratio per round
     assert result["info"]["rounds"] == 2 and len(result["info"]["peaks_fp32"]) == 3
     assert result["info"]["peak"]["fp32_peak"] == max(result["info"]["peaks_fp32"])

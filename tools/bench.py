@@ -162,8 +162,9 @@ def run_engine(args) -> Dict[str, object]:
     if name in ("ort-1", "ort-N"):
         run, bench_only = _ort_engine(args, 1 if name == "ort-1" else args.threads)
     elif name.startswith("s3tok-"):
-        run, bench_only = _s3tok_engine(args, {"s3tok-fp32": "float32", "s3tok-fp32-cpumel": "float32", "s3tok-bf16": "bfloat16",
-                                   "s3tok-bf16-mixed": "bfloat16-mixed"}[name], cpu_mel=name.endswith("-cpumel"))
+        run, bench_only = _s3tok_engine(args, {"s3tok-fp32": "float32", "s3tok-fp32-cpumel": "float32",
+                                               "s3tok-bf16": "bfloat16", "s3tok-bf16-mixed": "bfloat16-mixed"}[name],
+                                        cpu_mel=name.endswith("-cpumel"))
     else:
         run, bench_only = _s3tokenizer_engine(args, int(name.split("-")[1]))
     startup = time.perf_counter() - STARTED - bench_only  # imports and model load, as a process pays them
@@ -254,9 +255,16 @@ def machine_name() -> str:
                     break
     except OSError:
         pass
-    ext = [name for flag, name in (("avx512f", "AVX-512"), ("avx512_bf16", "AVX-512 BF16"), ("amx_bf16", "AMX"))
-           if flag in flags]
-    return f"{model} ({', '.join([f'{os.cpu_count()} CPUs', *ext])})"
+    ext = [name for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX-512 BF16"),
+                                   ("amx_bf16", "AMX")) if flag in flags]
+    limits = [f"{k}={os.environ[k]}" for k in ISA_LIMITS if os.environ.get(k)]
+    held = f"; libraries held back by {' '.join(limits)}" if limits else ""
+    return f"{model} ({', '.join([f'{os.cpu_count()} CPUs', *ext])}{held})"
+
+
+# environment variables that keep oneDNN, ATen and MKL from instructions the CPU has (an AVX2-only CPU
+# emulated on a newer one: kernels only; caches and clocks stay this machine's; onnxruntime has no such knob)
+ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
 
 
 def device_name(device: torch.device) -> str:

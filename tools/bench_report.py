@@ -53,17 +53,28 @@ def summary(runs: List[Dict[str, object]]) -> List[str]:
     head = [LABELS[e].format(threads=threads) for e in engines]
     lows = ["s3tok-fp32", "s3tok-bf16"] + [e for e in ("s3tok-bf16-mixed",) if e in engines]
     miss_head = "s3tok " + " / ".join(LABELS[e].replace("s3tok ", "") for e in lows) + " miss"
-    lines = ["| model | GFLOP per audio s | " + " | ".join(head) + f" | s3tok fp32 % of peak | {miss_head} |",
-             "|---|---|" + "---|" * len(engines) + "---|---|"]
+    rounds = any(len(r.get("speed_vs_reference_by_round") or []) > 1 for run in runs for r in run["rows"]
+                 if r["engine"] == "s3tok-fp32")
+    ratio_head = " s3tok fp32 / ORT, median of rounds: best pass / one process |" if rounds else ""
+    lines = ["| model | GFLOP per audio s | " + " | ".join(head) + f" | s3tok fp32 % of peak | {miss_head} |"
+             + ratio_head, "|---|---|" + "---|" * len(engines) + "---|---|" + ("---|" if rounds else "")]
     for run in runs:
         info, rows = run["info"], {r["engine"]: r for r in run["rows"]}
         cells = [f"{rows[e]['rtf']:.1f}" if e in rows else "-" for e in engines]
         fp32 = rows.get("s3tok-fp32")
         pct = f"{fp32['pct_of_peak']:.0f} %" if fp32 else "-"
         miss = " / ".join(_miss(rows[e], info.get("reference", "ort-1")) if e in rows else "-" for e in lows)
-        lines.append(f"| {info['version']} | {info['gflop_per_audio_second']:.1f} | " + " | ".join(cells)
-                     + f" | {pct} | {miss} |")
+        line = f"| {info['version']} | {info['gflop_per_audio_second']:.1f} | " + " | ".join(cells) + f" | {pct} | {miss} |"
+        if rounds:
+            line += " " + " / ".join(_median(fp32, k) for k in ("speed_vs_reference_by_round",
+                                                                 "speed_vs_reference_by_round_process")) + " |"
+        lines.append(line)
     return lines
+
+
+def _median(row: Optional[Dict[str, object]], key: str) -> str:
+    ratios = (row or {}).get(key) or []
+    return f"{statistics.median(ratios):.2f}" if ratios else "-"
 
 
 def table(run: Dict[str, object], labels: Dict[str, str] = LABELS) -> List[str]:
@@ -130,18 +141,21 @@ def time_table(run: Dict[str, object], labels: Dict[str, str] = LABELS) -> List[
     them, overlapping the model), the main thread waiting for them, batching, the model (queueing batches and
     reading their tokens, padding included) and writing; "other" is the pass's wall time the main-thread parts
     do not cover."""
-    rows = [r for r in run["rows"] if r.get("parts")]
-    if not rows:
+    rows = [r for r in run["rows"] if r.get("parts") or r.get("startup_s") is not None]
+    if not any(r.get("parts") for r in rows):
         return []
     info = run["info"]
     lines = ["", "Where the time goes (seconds; decode, resample and log-mel run in the decode threads, beside "
              "the model):", "", "| engine | start-up | pass wall | " + " | ".join(PARTS) + " | other |",
              "|---|---|---|" + "---|" * len(PARTS) + "---|"]
     for r in rows:
-        parts, wall = r["parts"], float(r["wall_s"])
-        main = sum(float(parts.get(p, 0.0)) for p in ("waiting for input", "batching", "model", "writing"))
+        parts, wall = r.get("parts"), float(r["wall_s"])
         label = labels.get(r["engine"], r["engine"]).format(threads=info["threads"])
         start = "-" if r.get("startup_s") is None else f"{float(r['startup_s']):.2f}"
+        if not parts:  # another engine: its start-up and pass only
+            lines.append(f"| {label} | {start} | {wall:.2f} | " + " | ".join("-" for _ in PARTS) + " | - |")
+            continue
+        main = sum(float(parts.get(p, 0.0)) for p in ("waiting for input", "batching", "model", "writing"))
         lines.append(f"| {label} | {start} | {wall:.2f} | " + " | ".join(f"{float(parts.get(p, 0.0)):.2f}" for p in PARTS)
                      + f" | {max(0.0, wall - main):.2f} |")
     kernels = sorted({f"{k}: {v}" for r in rows for k, v in (r.get("linear_kernels") or {}).items()})
