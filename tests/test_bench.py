@@ -211,3 +211,18 @@ def test_bench_load_times_every_load_path(ref):
     assert [r.split(" | ")[0] for r in rows] == ["| ONNX parse (cache=False)", "| converted-weights cache",
                                                   "| converted-weights cache, first load of a new process"]
     assert all(float(r.split(" | ")[1]) > 0 for r in rows)
+
+
+def test_bench_report_without_an_onnxruntime_row():
+    """A run of s3tok rows alone (no reference to compare with) still prints its tables."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import bench_report
+    finally:
+        sys.path.pop(0)
+    row = {"engine": "s3tok-fp32", "rtf": 20.0, "tokens_per_s": 500.0, "gflops": 130.0, "pct_of_peak": 60.0,
+           "peak_rss_mb": 1300.0, "padding_overhead": 1.03, "input_wait_share": 0.01, "miss_rate": None,
+           "speed_vs_reference_by_round": None, "startup_s": 2.0, "wall_s": 30.0, "parts": {"model": 29.0}}
+    run = {"info": {"threads": 2, "rounds": 1, "speed_reference": None}, "rows": [row]}
+    assert bench_report.rounds_note(run) == []
+    assert bench_report.table(run)[2].startswith("| s3tok fp32 | 20.0 |")

@@ -115,6 +115,8 @@ def rounds_note(run: Dict[str, object], labels: Dict[str, str] = LABELS) -> List
     """With ``--rounds`` > 1: each engine's speed over the fastest onnxruntime row, round by round."""
     info = run["info"]
     reference = info.get("speed_reference")
+    if reference is None:  # no onnxruntime row: nothing to compare with
+        return []
     ref_label = labels.get(reference, reference).format(threads=info["threads"])
     lines = []
     for key, what in (("speed_vs_reference_by_round", "best pass"),
