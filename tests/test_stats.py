@@ -11,7 +11,8 @@ from s3tok import cli
 from s3tok.bin import stats as stats_bin
 from s3tok.data.ark import write_int32_vectors
 from s3tok.model.config import MODEL_NAMES, official_config
-from s3tok.checks.stats import (Thresholds, expected_num_tokens, load_set, read_token_table, summary_lines,
+from s3tok.data.tokens import read_token_table
+from s3tok.checks.stats import (Thresholds, expected_num_tokens, load_set, summary_lines,
                          token_stats)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -150,7 +150,7 @@ def run_parity(tokens_path: PathLike, utts: Mapping[str, "object"], model: str, 
     deterministic sample of ``utts`` (``{key: Utterance}``) and compare with the tokens in ``tokens_path``.
     Returns the report as a dict (``report`` holds the :class:`ParityReport`). Raises ValueError, OSError
     or :class:`ParityUnavailable` before any work when an input is unusable."""
-    from s3tok.checks.stats import read_token_table
+    from s3tok.data.tokens import read_token_table
     from s3tok.modelfiles.hub import resolve_onnx
     from s3tok.modelfiles.onnx_import import read_onnx
     from s3tok.stages.features import featurize
