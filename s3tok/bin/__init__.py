@@ -52,6 +52,26 @@ def run_and_report(logger, run, fail_file, total: int, max_fail_ratio: float, do
     return 0
 
 
+def add_merge_arguments(parser, stage: str) -> None:
+    """The options of a merge of ``stage``'s jobs: ``--output_dir`` (the jobs'), ``--num_jobs``, ``--dest``,
+    ``--max_fail_ratio``."""
+    parser.add_argument("--output_dir", required=True, help=f"the {stage} jobs' --output_dir")
+    parser.add_argument("--num_jobs", type=int, required=True, help="how many jobs (0: a single unsplit run)")
+    parser.add_argument("--dest", required=True, help="where the merged files go (e.g. data/test)")
+    parser.add_argument("--max_fail_ratio", type=float, default=0.05,
+                        help="exit 1 when a larger share of utterances failed")
+
+
+def merged_fail_exit(logger, result, max_fail_ratio: float, fail_file) -> int:
+    """1, with one error line, when more than ``max_fail_ratio`` of a merge's utterances failed (``result``
+    has ``failed``, ``total`` and ``fail_ratio``); else 0."""
+    if result.fail_ratio > max_fail_ratio:
+        logger.error("%d / %d failed (%.1f%%), above --max_fail_ratio %.3f; reasons in %s", result.failed,
+                     result.total, 100 * result.fail_ratio, max_fail_ratio, fail_file)
+        return 1
+    return 0
+
+
 def add_job_arguments(parser) -> None:
     """The options of a resumable stage job: ``--num_jobs/--job`` (a contiguous shard), ``--max_fail_ratio``,
     ``--overwrite``, ``--no_progress``, ``-v``."""

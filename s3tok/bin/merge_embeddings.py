@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from s3tok import exit_codes
+from s3tok.bin import add_merge_arguments, merged_fail_exit
 from s3tok.data.sources import add_container_arguments, container_sources, keys_of, select_source
 from s3tok.util.logging_setup import setup_logging
 
@@ -23,12 +24,9 @@ def get_parser() -> argparse.ArgumentParser:
     src.add_argument("--data_dir", help="the data dir that was embedded (its keys are the expected ones)")
     src.add_argument("--wav_scp")
     add_container_arguments(p, src)
-    p.add_argument("--output_dir", required=True, help="the embed jobs' --output_dir")
-    p.add_argument("--num_jobs", type=int, required=True, help="how many jobs (0: a single unsplit run)")
-    p.add_argument("--dest", required=True, help="where the merged files go (e.g. data/test)")
+    add_merge_arguments(p, "embed")
     p.add_argument("--utt2spk", default=None,
                    help="speakers, for spk2embedding.pt (default: --dest/utt2spk, else --data_dir/utt2spk)")
-    p.add_argument("--max_fail_ratio", type=float, default=0.05)
     return p
 
 
@@ -53,11 +51,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return exit_codes.report(logger, e)
     logger.info("%s: %d / %d utterances embedded, %d speakers, %d failed (%s/embed_fail)", args.dest,
                 result.embedded, result.total, result.speakers, result.failed, args.dest)
-    if result.fail_ratio > args.max_fail_ratio:
-        logger.error("%d / %d failed (%.1f%%), above --max_fail_ratio %.3f; reasons in %s/embed_fail",
-                     result.failed, result.total, 100 * result.fail_ratio, args.max_fail_ratio, args.dest)
-        return 1
-    return 0
+    return merged_fail_exit(logger, result, args.max_fail_ratio, f"{args.dest}/embed_fail")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 
 from s3tok.data.sources import add_container_arguments, container_sources, keys_of, select_source
 from s3tok import exit_codes
+from s3tok.bin import add_merge_arguments, merged_fail_exit
 from s3tok.util.logging_setup import setup_logging
 from s3tok.stages.merge import merge_jobs, write_consistent_dir
 
@@ -23,9 +24,7 @@ def get_parser() -> argparse.ArgumentParser:
     src.add_argument("--wav_scp")
     src.add_argument("--feats_scp")
     add_container_arguments(p, src)
-    p.add_argument("--output_dir", required=True, help="the tokenize jobs' --output_dir")
-    p.add_argument("--num_jobs", type=int, required=True, help="how many jobs (0: a single unsplit run)")
-    p.add_argument("--dest", required=True, help="where the merged files go (e.g. data/test)")
+    add_merge_arguments(p, "tokenize")
     p.add_argument("--utt2speech_token", default=None, help="also write CosyVoice's utt2speech_token.pt here")
     p.add_argument("--jsonl", default=None, help="also write {'key':..., 'code': [...]} lines here")
     p.add_argument("--prior_fail", action="append", default=[],
@@ -34,7 +33,6 @@ def get_parser() -> argparse.ArgumentParser:
                    help="also write a copy of --data_dir with only the utterances that have tokens (wav.scp, "
                         "text, utt2spk, spk2utt, ..., tokens, utt2speech_token.pt; 'removed' lists the others): "
                         "the folder to give CosyVoice's tools")
-    p.add_argument("--max_fail_ratio", type=float, default=0.05)
     return p
 
 
@@ -54,11 +52,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return exit_codes.report(logger, e)
     logger.info("%s: %d / %d utterances tokenized, %d failed (%s/utt2fail)", args.dest, result.tokens,
                 result.total, result.failed, args.dest)
-    if result.fail_ratio > args.max_fail_ratio:
-        logger.error("%d / %d failed (%.1f%%), above --max_fail_ratio %.3f; reasons in %s/utt2fail",
-                     result.failed, result.total, 100 * result.fail_ratio, args.max_fail_ratio, args.dest)
-        return 1
-    return 0
+    return merged_fail_exit(logger, result, args.max_fail_ratio, f"{args.dest}/utt2fail")
 
 
 if __name__ == "__main__":
