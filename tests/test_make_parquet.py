@@ -19,7 +19,7 @@ pq = pytest.importorskip("pyarrow.parquet")
 
 from s3tok.bin import make_parquet as cli  # noqa: E402
 from s3tok.data import cosyvoice_parquet as cvp  # noqa: E402
-from s3tok.stages.make_parquet import COSYVOICE3_INSTRUCT  # noqa: E402
+from s3tok.stages.parquet_rows import COSYVOICE3_INSTRUCT  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MINI = ROOT / "egs" / "mini" / "corpus" / "data_aishell"

@@ -21,7 +21,8 @@ from typing import Optional, Sequence
 from s3tok import exit_codes
 from s3tok.bin import add_max_duration, within_duration_limit
 from s3tok.data.sources import add_container_arguments, container_sources, select_source
-from s3tok.stages.make_parquet import COSYVOICE3_INSTRUCT, Options, load_tables, make_parquet, skip_summary
+from s3tok.stages.make_parquet import make_parquet, skip_summary
+from s3tok.stages.parquet_rows import COSYVOICE3_INSTRUCT, Options, load_tables
 from s3tok.util.logging_setup import setup_logging
 
 logger = logging.getLogger("s3tok.make_parquet")
