@@ -29,16 +29,13 @@ class ParityUnavailable(RuntimeError):
 
 def ort_session(onnx_path: PathLike, threads: int = 1):
     """A CPU onnxruntime session with full graph optimisation, as the official extractor uses."""
+    from s3tok.modelfiles.ort_session import cpu_session
+
     try:
-        import onnxruntime as ort
+        return cpu_session(onnx_path, threads)
     except ImportError:
         raise ParityUnavailable("the parity check runs the ONNX file with onnxruntime, which is not installed: "
                                 "pip install 's3tok[parity]' (or pip install onnxruntime)") from None
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    return ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
 
 
 def onnx_tokens(session, mel: torch.Tensor, config: S3Config) -> List[int]:

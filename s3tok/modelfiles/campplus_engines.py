@@ -53,15 +53,10 @@ class OnnxEmbedder:
     engine = "onnxruntime"
 
     def __init__(self, path: PathLike, sessions: int = 2, threads_per_session: int = 1):
-        import onnxruntime as ort
+        from s3tok.modelfiles.ort_session import cpu_session
 
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = max(1, int(threads_per_session))
-        opts.inter_op_num_threads = 1
         self.path = Path(path)
-        self._sessions = [ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-                          for _ in range(max(1, int(sessions)))]
+        self._sessions = [cpu_session(path, threads_per_session) for _ in range(max(1, int(sessions)))]
         first = self._sessions[0]
         self._input = first.get_inputs()[0].name
         shape = first.get_inputs()[0].shape
