@@ -11,6 +11,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def tool(name: str):
+    """The module ``tools/<name>.py`` (the tools are scripts, not a package)."""
+    import importlib
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
 @pytest.mark.slow
 def test_bench_harness_smoke(ref, tmp_path):
     out = tmp_path / "bench.json"
@@ -66,11 +77,7 @@ def test_bench_harness_smoke(ref, tmp_path):
 
 def test_bench_report_gpu_columns():
     """s3tok rows run on a GPU add its utilisation and peak memory to the table, and the header names it."""
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        import bench_report
-    finally:
-        sys.path.pop(0)
+    bench_report = tool("bench_report")
     row = {"engine": "s3tok-bf16", "rtf": 2400.0, "tokens_per_s": 60000.0, "gflops": 17000.0, "pct_of_peak": 30.0,
            "peak_rss_mb": 3000.0, "padding_overhead": 1.03, "input_wait_share": 0.1, "miss_rate": None,
            "gpu_util_pct": 87.4, "gpu_peak_mb": 20480.0}
@@ -164,11 +171,7 @@ def test_bench_shards_smoke(tmp_path):
 def test_bench_report_updates_its_section_in_place():
     """--update replaces only the marked block of docs/benchmarks.md (or appends one), so a rerun of the
     bench regenerates its table there and leaves the prose around it."""
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        import bench_report
-    finally:
-        sys.path.pop(0)
+    bench_report = tool("bench_report")
     text = ("# B\n\nintro\n<!-- bench_report a -->\nold table\n<!-- /bench_report a -->\nreading it\n"
             "<!-- bench_report b -->\nb table\n<!-- /bench_report b -->\n")
     new = bench_report.update_section(text, "a", "new table\n")
@@ -186,11 +189,7 @@ def test_bench_report_updates_its_section_in_place():
 
 
 def test_time_table_lists_each_part_and_what_is_left():
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        import bench_report
-    finally:
-        sys.path.pop(0)
+    bench_report = tool("bench_report")
     parts = {"decode": 1.0, "resample": 0.5, "log-mel": 2.0, "waiting for input": 0.25, "batching": 0.05,
              "model": 6.0, "writing": 0.2}
     run = {"info": {"threads": 2}, "rows": [{"engine": "ort-N", "wall_s": 9.0},
@@ -215,11 +214,7 @@ def test_bench_load_times_every_load_path(ref):
 
 def test_bench_report_without_an_onnxruntime_row():
     """A run of s3tok rows alone (no reference to compare with) still prints its tables."""
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        import bench_report
-    finally:
-        sys.path.pop(0)
+    bench_report = tool("bench_report")
     row = {"engine": "s3tok-fp32", "rtf": 20.0, "tokens_per_s": 500.0, "gflops": 130.0, "pct_of_peak": 60.0,
            "peak_rss_mb": 1300.0, "padding_overhead": 1.03, "input_wait_share": 0.01, "miss_rate": None,
            "speed_vs_reference_by_round": None, "startup_s": 2.0, "wall_s": 30.0, "parts": {"model": 29.0}}
