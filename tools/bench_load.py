@@ -47,8 +47,14 @@ print(time.perf_counter() - t0)
 
 
 def load_in_new_process(onnx: str) -> float:
-    """Seconds of the first ``load_model`` in a fresh interpreter (same ``$S3TOK_HOME``)."""
-    out = subprocess.run([sys.executable, "-c", CHILD, onnx], check=True, capture_output=True, text=True).stdout
+    """Seconds of the first ``load_model`` in a fresh interpreter (same ``$S3TOK_HOME``), running the same
+    s3tok as this process: its folder first on the path, and a working folder that holds no other copy."""
+    import s3tok
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(s3tok.__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run([sys.executable, "-c", CHILD, os.path.abspath(onnx)], check=True, capture_output=True,
+                         text=True, env=env, cwd=os.environ["S3TOK_HOME"]).stdout
     return float(out.strip().splitlines()[-1])
 
 

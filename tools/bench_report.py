@@ -126,8 +126,7 @@ def rounds_note(run: Dict[str, object], labels: Dict[str, str] = LABELS) -> List
             ratios = r.get(key) or []
             if len(ratios) > 1:
                 label = labels.get(r["engine"], r["engine"]).format(threads=info["threads"])
-                parts.append(f"{label} {', '.join(f'{x:.2f}' for x in ratios)} "
-                             f"(median {statistics.median(ratios):.2f})")
+                parts.append(f"{label} {', '.join(f'{x:.2f}' for x in ratios)} (median {_median(r, key)})")
         if parts:
             lines += ["", f"Speed over {ref_label} ({what}), round by round ({info['rounds']} interleaved rounds): "
                       + "; ".join(parts) + "."]

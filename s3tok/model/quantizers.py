@@ -28,7 +28,6 @@ class FiniteScalarQuantizer(nn.Module):
     def __init__(self, width: int, dim: int = 8):
         super().__init__()
         self.project_down = nn.Linear(width, dim)
-        self.dim = dim
 
     def forward(self, x: Tensor) -> Tensor:
         """``x [..., D]`` -> codes ``[...]`` int64 in ``[0, 3**dim)``."""
@@ -38,5 +37,5 @@ class FiniteScalarQuantizer(nn.Module):
         digits = torch.round(torch.tanh(h) * 0.999).to(torch.int64) + 1
         # made here, not kept as a buffer: a model built on the meta device (``S3Tokenizer.from_weights``)
         # has only the weights it is given; a device-side power, not a host list, so CUDA never waits
-        powers = torch.pow(3, torch.arange(self.dim, device=digits.device, dtype=torch.int64))
+        powers = torch.pow(3, torch.arange(digits.shape[-1], device=digits.device, dtype=torch.int64))
         return (digits * powers).sum(-1)

@@ -9,9 +9,9 @@ skips the finished shards and redoes the rest. Then ``data.list``, ``utt2data.li
 
 Shards are planned from the tables alone (:func:`s3tok.stages.parquet_rows.plan`), before any audio is
 read: the utterances, in the audio source's order, that have every requested field (text, speaker, and each
-requested token or embedding) fill shards of ``num_utts_per_parquet``. An utterance whose audio then cannot be read is skipped with its reason and its
-shard is written without it (one bad file never costs a shard, nor moves a key to another shard). Every
-skipped utterance is in ``parquet_skipped`` as ``key reason``.
+requested token or embedding) fill shards of ``num_utts_per_parquet``. An utterance whose audio then cannot
+be read is skipped with its reason and its shard is written without it (one bad file never costs a shard,
+nor moves a key to another shard). Every skipped utterance is in ``parquet_skipped`` as ``key reason``.
 
 A row's other columns come from :mod:`s3tok.stages.parquet_rows`, its ``audio_data`` from
 :mod:`s3tok.stages.parquet_audio`.
