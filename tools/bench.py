@@ -259,11 +259,14 @@ def machine_name() -> str:
                                    ("amx_bf16", "AMX")) if flag in flags]
     limits = [f"{k}={os.environ[k]}" for k in ISA_LIMITS if os.environ.get(k)]
     held = f"; libraries held back by {' '.join(limits)}" if limits else ""
+    hidden = os.environ.get("S3TOK_HIDDEN_CPU_FEATURES")  # set by tools/as_avx2.sh
+    held += f"; {hidden} hidden from every library by tools/as_avx2.sh" if hidden else ""
+    held += f"; torch kernels: {torch.backends.cpu.get_cpu_capability()}"
     return f"{model} ({', '.join([f'{os.cpu_count()} CPUs', *ext])}{held})"
 
 
-# environment variables that keep oneDNN, ATen and MKL from instructions the CPU has (an AVX2-only CPU
-# emulated on a newer one: kernels only; caches and clocks stay this machine's; onnxruntime has no such knob)
+# environment variables that keep oneDNN, ATen and MKL from instructions the CPU has (kernels only; caches and
+# clocks stay this machine's; onnxruntime has no such knob: tools/as_avx2.sh holds back every library at once)
 ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
 
 
