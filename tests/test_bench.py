@@ -56,7 +56,7 @@ def test_bench_harness_smoke(ref, tmp_path):
     assert len(rows["s3tok-fp32"]["speed_vs_reference_by_round_process"]) == 2
     for r in rows.values():  # one process: start-up + warm-up + a first pass, never faster than the best pass
         assert 0 < r["process_rtf"] < r["rtf"]
-    assert set(rows["s3tok-fp32"]["linear_kernels"].values()) <= {"onednn", "aten"}
+    assert set(rows["s3tok-fp32"]["linear_kernels"].values()) <= {"fused", "onednn", "aten"}
     assert "CPU linear kernels chosen by timing" in proc.stdout
     report = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_report.py"), str(out), str(out)],
                             capture_output=True, text=True, timeout=60)

@@ -1,14 +1,17 @@
 """The encoder's linear layers, and which CPU kernel runs them: chosen by timing, never by CPU name.
 
-Two kernels can run a linear layer on a CPU: oneDNN's fused linear (``mkldnn._linear_pointwise``, with the
-GELU or the residual addition fused into the product) and ATen's ``F.linear`` (the BLAS the torch build
-carries: MKL's sgemm in the PyPI builds; for dtypes no BLAS covers, ATen's own loops). Which is faster
-depends on the CPU (AMX, AVX-512, AVX2 only), the library versions and the shapes, so each process times
-both once per dtype and model width, at the shapes of a transformer block's feed-forward pair, and keeps
-the faster (:func:`cpu_kernel`). ``S3TOK_CPU_LINEAR=onednn`` or ``=aten`` skips the timing.
+Three ways can run a linear layer on a CPU: ``fused``, oneDNN's linear with the GELU or the residual
+addition fused into the product (``mkldnn._linear_pointwise``); ``onednn``, the same product with the GELU
+or the addition as a separate ATen step; ``aten``, ATen's ``F.linear`` (the BLAS the torch build carries:
+MKL's sgemm in the PyPI builds; for dtypes no BLAS covers, ATen's own loops). Which is fastest depends on
+the CPU (AMX, AVX-512, AVX2 only), the library versions and the shapes: on an AVX2-only CPU oneDNN's fused
+exact GELU costs more than it saves. So each process times all three once per dtype and model width, at
+the shapes of a transformer block's feed-forward pair, and keeps the fastest (:func:`cpu_kernel`).
+``S3TOK_CPU_LINEAR=fused``, ``onednn`` or ``aten`` skips the timing.
 
-Both kernels compute IEEE fp32 products; they sum in different orders, so a token that sits on an fp32
-near-tie may come out differently (the reference tests pass on both).
+``fused`` and ``onednn`` give the same bits (same product, same GELU, same single addition). ``aten`` sums
+the products in another order, so a token that sits on an fp32 near-tie may come out differently (the
+reference tests pass on all three).
 """
 from __future__ import annotations
 
@@ -25,10 +28,12 @@ from torch import Tensor, nn
 logger = logging.getLogger(__name__)
 
 KERNEL_ENV = "S3TOK_CPU_LINEAR"
-KERNELS = ("onednn", "aten")
+KERNELS = ("fused", "onednn", "aten")
+ONEDNN_KERNELS = ("fused", "onednn")  # the kernels that need oneDNN's linear; they give the same bits
 PROBE_ROWS = 128  # frames per timed product: about 5 s of 25 Hz audio, enough to fill the kernels
 PROBE_REPS = 2  # timed calls per kernel after one warm-up, interleaved; the best is kept
-MARGIN = 0.05  # ATen must be this much faster to be chosen: oneDNN's fused epilogues save a pass over memory
+MARGIN = 0.05  # ATen must be this much faster than oneDNN to be chosen: its other sums change bits, and the
+# timing is noisy; between the two oneDNN kernels (same bits) the faster wins
 
 
 def _probe_onednn_linear() -> frozenset:
@@ -70,15 +75,12 @@ def forced_kernel() -> Optional[str]:
 
 def _run(kernel: str, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
     """One feed-forward pair (``x -> GELU(x W1) W2 + x``) with ``kernel``, as :func:`linear` would run it."""
-    if kernel == "onednn":
-        h = torch.ops.mkldnn._linear_pointwise(x, w1, b1, "gelu", [], "none")
-        return torch.ops.mkldnn._linear_pointwise.binary(h, x, w2, b2, "add")
-    return F.linear(F.gelu(F.linear(x, w1, b1)), w2, b2) + x
+    return _apply(kernel, _apply(kernel, x, w1, b1, gelu=True), w2, b2, add=x)
 
 
 def time_kernels(dtype: torch.dtype, width: int, rows: int = PROBE_ROWS, reps: int = PROBE_REPS) -> Dict[str, float]:
-    """Best seconds of each kernel on one feed-forward pair ``rows x width -> 4 width -> width`` in
-    ``dtype``, calls interleaved so that a machine whose speed drifts affects both alike. The input is
+    """Best seconds of each of :data:`KERNELS` on one feed-forward pair ``rows x width -> 4 width -> width``
+    in ``dtype``, calls interleaved so that a machine whose speed drifts affects both alike. The input is
     random (a private generator: the caller's random state is not touched); the weights are constant, as
     cheap to make as memory is to fill (a product's speed does not depend on its values)."""
     gen = torch.Generator().manual_seed(0)
@@ -98,7 +100,7 @@ def time_kernels(dtype: torch.dtype, width: int, rows: int = PROBE_ROWS, reps: i
 
 
 def cpu_kernel(dtype: torch.dtype, width: int) -> str:
-    """``"onednn"`` or ``"aten"``: the kernel for this process's CPU linear layers of ``dtype`` in a model
+    """One of :data:`KERNELS`: the kernel for this process's CPU linear layers of ``dtype`` in a model
     of ``width``; decided on the first call (timed unless forced) and logged once at debug level."""
     key = (dtype, width)
     got = _chosen.get(key)
@@ -121,12 +123,19 @@ def _choose(dtype: torch.dtype, width: int) -> str:
         return forced
     t0 = time.perf_counter()
     times = time_kernels(dtype, width)
-    choice = "aten" if times["aten"] < (1 - MARGIN) * times["onednn"] else "onednn"
-    logger.debug("CPU linear, %s, width %d, %s, %d threads: onednn %.1f ms, aten %.1f ms per feed-forward pair "
-                 "of %d rows -> %s (timed in %.2f s)", name, width, torch.backends.cpu.get_cpu_capability(),
-                 torch.get_num_threads(), 1e3 * times["onednn"], 1e3 * times["aten"], PROBE_ROWS, choice,
+    choice = pick(times)
+    logger.debug("CPU linear, %s, width %d, %s, %d threads: %s per feed-forward pair of %d rows -> %s (timed in "
+                 "%.2f s)", name, width, torch.backends.cpu.get_cpu_capability(), torch.get_num_threads(),
+                 ", ".join(f"{k} {1e3 * t:.1f} ms" for k, t in times.items()), PROBE_ROWS, choice,
                  time.perf_counter() - t0)
     return choice
+
+
+def pick(times: Dict[str, float]) -> str:
+    """The kernel to keep, given each one's seconds: the faster oneDNN kernel, unless ATen beats it by
+    :data:`MARGIN`."""
+    onednn = min(ONEDNN_KERNELS, key=lambda k: times[k])
+    return "aten" if times["aten"] < (1 - MARGIN) * times[onednn] else onednn
 
 
 def chosen_kernels() -> Dict[str, str]:
@@ -134,17 +143,37 @@ def chosen_kernels() -> Dict[str, str]:
     return {f"{str(d).replace('torch.', '')} width {w}": k for (d, w), k in sorted(_chosen.items(), key=str)}
 
 
-def _onednn_ok(layer: nn.Linear, x: Tensor) -> bool:
+def kernel_for(layer: nn.Linear, x: Tensor) -> str:
+    """The kernel that runs ``layer`` on ``x``: ATen off the CPU, with autograd or under compilation."""
     if (x.dtype not in ONEDNN_LINEAR or x.device.type != "cpu"
             or torch.is_grad_enabled() or torch.compiler.is_compiling()):
-        return False
-    return cpu_kernel(x.dtype, min(layer.in_features, layer.out_features)) == "onednn"
+        return "aten"
+    return cpu_kernel(x.dtype, min(layer.in_features, layer.out_features))
+
+
+def _apply(kernel: str, x: Tensor, weight: Tensor, bias: Optional[Tensor], gelu: bool = False,
+           add: Optional[Tensor] = None) -> Tensor:
+    """``x W^T + b``, then exact GELU when ``gelu``, or ``+ add`` when given, with ``kernel``."""
+    if kernel == "fused":
+        if add is not None:
+            return torch.ops.mkldnn._linear_pointwise.binary(x, add, weight, bias, "add")
+        if gelu:
+            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu", [], "none")
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    if kernel == "onednn":
+        y = torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+        if gelu:
+            return F.gelu(y)
+        return y if add is None else y.add_(add)  # the product's own new tensor: no autograd on this path
+    y = F.linear(x, weight, bias)
+    if gelu:
+        return F.gelu(y)
+    return y if add is None else y + add
 
 
 def linear(layer: nn.Linear, x: Tensor, gelu: bool = False, add: Optional[Tensor] = None) -> Tensor:
-    """``layer(x)``, then exact GELU when ``gelu``, or ``+ add`` when given. On a CPU without autograd,
-    where :func:`cpu_kernel` chose oneDNN, the GELU or the addition is fused into the product; the addition
-    is the same single fp32 add either way.
+    """``layer(x)``, then exact GELU when ``gelu``, or ``+ add`` when given, with the kernel
+    :func:`kernel_for` names; the addition is the same single add with every kernel.
 
     Mixed precision (weights in a narrower dtype than ``x`` or ``add``): the product runs in the weights'
     dtype and its result comes back in the wider one before the addition; after GELU it stays narrow, as
@@ -156,13 +185,4 @@ def linear(layer: nn.Linear, x: Tensor, gelu: bool = False, add: Optional[Tensor
             return y
         y = y.to(add.dtype if add is not None else x.dtype)
         return y if add is None else y + add
-    if _onednn_ok(layer, x):
-        if add is not None:
-            return torch.ops.mkldnn._linear_pointwise.binary(x, add, layer.weight, layer.bias, "add")
-        if gelu:
-            return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "gelu", [], "none")
-        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "none", [], "")
-    y = F.linear(x, layer.weight, layer.bias)
-    if gelu:
-        return F.gelu(y)
-    return y if add is None else y + add
+    return _apply(kernel_for(layer, x), x, layer.weight, layer.bias, gelu=gelu, add=add)
