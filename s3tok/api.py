@@ -96,7 +96,8 @@ class PrecisionUnsupported(ValueError):
     """The chosen dtype does not run on this device (a CPU without the instructions oneDNN needs, say)."""
 
 
-def _cpu_flags() -> set:
+def cpu_flags() -> set:
+    """The CPU's feature flags as the kernel lists them in ``/proc/cpuinfo`` (empty where there is none)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             for line in f:
@@ -109,7 +110,7 @@ def _cpu_flags() -> set:
 
 def cpu_features() -> str:
     """What this CPU offers for the narrow dtypes, as torch and ``/proc/cpuinfo`` report it."""
-    flags = _cpu_flags()
+    flags = cpu_flags()
     have = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_fp16") if f in flags]
     return f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}" + (
         f", flags {' '.join(have)}" if have else "")
@@ -131,7 +132,7 @@ def check_precision_runs(model: S3Tokenizer) -> None:
             f"--dtype {precision} does not run on this {model.device.type} ({where}): {detail}; "
             f"use float32 (the official tokens){'' if precision == 'float32' else ', or another --dtype'}") from e
     if model.device.type == "cpu" and model.precision.startswith("bfloat16") \
-            and not _cpu_flags() & {"avx512_bf16", "amx_bf16"}:
+            and not cpu_flags() & {"avx512_bf16", "amx_bf16"}:
         logger.warning("--dtype %s: this CPU has no bf16 instructions (%s); it runs, but likely slower than "
                        "float32, which also gives the official tokens", model.precision, cpu_features())
 

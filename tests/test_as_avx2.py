@@ -9,20 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from s3tok.api import cpu_flags
+
 ROOT = Path(__file__).resolve().parents[1]
 WRAPPER = ROOT / "tools" / "as_avx2.sh"
-
-
-def cpu_flags() -> set:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
 
 needs_faulting = pytest.mark.skipif(
     platform.machine() != "x86_64" or not shutil.which("gcc") or "cpuid_fault" not in cpu_flags()
