@@ -57,6 +57,16 @@ def test_the_faster_kernel_is_chosen_once(fresh_choices, monkeypatch, fused_s, o
     assert lin.chosen_kernels()["float32 width 32"] == expected
 
 
+def test_narrow_dtypes_never_time_the_separate_onednn_steps(fresh_choices, monkeypatch):
+    """In bf16 a separate GELU or addition rounds once more than the fused one: not the same bits, so it is
+    not a candidate there, and the choice is between fused and ATen as before."""
+    assert lin.candidates(torch.float32) == lin.KERNELS
+    assert lin.candidates(torch.bfloat16) == ("fused", "aten")
+    assert lin.pick({"fused": 1.0, "aten": 0.97}) == "fused"
+    if torch.bfloat16 in lin.ONEDNN_LINEAR:
+        assert set(lin.time_kernels(torch.bfloat16, 32, rows=8, reps=1)) == {"fused", "aten"}
+
+
 @pytest.mark.parametrize("value,expected", [("aten", "aten"), ("ONEDNN", "onednn"), ("fused", "fused"), ("auto", None), ("", None)])
 def test_the_environment_forces_a_kernel(fresh_choices, monkeypatch, value, expected):
     monkeypatch.setenv(lin.KERNEL_ENV, value)

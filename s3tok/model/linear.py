@@ -5,13 +5,15 @@ addition fused into the product (``mkldnn._linear_pointwise``); ``onednn``, the 
 or the addition as a separate ATen step; ``aten``, ATen's ``F.linear`` (the BLAS the torch build carries:
 MKL's sgemm in the PyPI builds; for dtypes no BLAS covers, ATen's own loops). Which is fastest depends on
 the CPU (AMX, AVX-512, AVX2 only), the library versions and the shapes: on an AVX2-only CPU oneDNN's fused
-exact GELU costs more than it saves. So each process times all three once per dtype and model width, at
+exact GELU costs more than it saves. So each process times them once per dtype and model width, at
 the shapes of a transformer block's feed-forward pair, and keeps the fastest (:func:`cpu_kernel`).
 ``S3TOK_CPU_LINEAR=fused``, ``onednn`` or ``aten`` skips the timing.
 
-``fused`` and ``onednn`` give the same bits (same product, same GELU, same single addition). ``aten`` sums
-the products in another order, so a token that sits on an fp32 near-tie may come out differently (the
-reference tests pass on all three).
+In fp32, ``fused`` and ``onednn`` give the same bits (same product, same GELU, same single addition). In
+bf16 a separate GELU or addition would round the product once more, so narrower dtypes choose between
+``fused`` and ``aten`` only (timing noise must not flip their bits). ``aten`` sums the products in another
+order, so a token that sits on an fp32 near-tie may come out differently (the reference tests pass on all
+three).
 """
 from __future__ import annotations
 
@@ -29,11 +31,11 @@ logger = logging.getLogger(__name__)
 
 KERNEL_ENV = "S3TOK_CPU_LINEAR"
 KERNELS = ("fused", "onednn", "aten")
-ONEDNN_KERNELS = ("fused", "onednn")  # the kernels that need oneDNN's linear; they give the same bits
+ONEDNN_KERNELS = ("fused", "onednn")  # the kernels that need oneDNN's linear; the same bits in fp32
 PROBE_ROWS = 128  # frames per timed product: about 5 s of 25 Hz audio, enough to fill the kernels
 PROBE_REPS = 2  # timed calls per kernel after one warm-up, interleaved; the best is kept
 MARGIN = 0.05  # ATen must be this much faster than oneDNN to be chosen: its other sums change bits, and the
-# timing is noisy; between the two oneDNN kernels (same bits) the faster wins
+# timing is noisy; between the two oneDNN kernels (the same bits in fp32) the faster wins
 
 
 def _probe_onednn_linear() -> frozenset:
@@ -78,8 +80,14 @@ def _run(kernel: str, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor)
     return _apply(kernel, _apply(kernel, x, w1, b1, gelu=True), w2, b2, add=x)
 
 
+def candidates(dtype: torch.dtype) -> Tuple[str, ...]:
+    """The kernels timed for ``dtype``: all of :data:`KERNELS` for fp32; for narrower dtypes, where a
+    separate GELU or addition changes the bits, ``fused`` and ``aten``."""
+    return KERNELS if dtype == torch.float32 else ("fused", "aten")
+
+
 def time_kernels(dtype: torch.dtype, width: int, rows: int = PROBE_ROWS, reps: int = PROBE_REPS) -> Dict[str, float]:
-    """Best seconds of each of :data:`KERNELS` on one feed-forward pair ``rows x width -> 4 width -> width``
+    """Best seconds of each of :func:`candidates` on one feed-forward pair ``rows x width -> 4 width -> width``
     in ``dtype``, calls interleaved so that a machine whose speed drifts affects both alike. The input is
     random (a private generator: the caller's random state is not touched); the weights are constant, as
     cheap to make as memory is to fill (a product's speed does not depend on its values)."""
@@ -88,10 +96,11 @@ def time_kernels(dtype: torch.dtype, width: int, rows: int = PROBE_ROWS, reps: i
     w1 = torch.full((4 * width, width), width ** -0.5, dtype=dtype)
     w2 = torch.full((width, 4 * width), (4 * width) ** -0.5, dtype=dtype)
     b1, b2 = torch.zeros(4 * width, dtype=dtype), torch.zeros(width, dtype=dtype)
-    best = {k: float("inf") for k in KERNELS}
+    kernels = candidates(dtype)
+    best = {k: float("inf") for k in kernels}
     with torch.no_grad():
         for rep in range(reps + 1):
-            for kernel in (KERNELS if rep % 2 == 0 else KERNELS[::-1]):
+            for kernel in (kernels if rep % 2 == 0 else kernels[::-1]):
                 t0 = time.perf_counter()
                 _run(kernel, x, w1, b1, w2, b2)
                 if rep:  # the first call of each builds its primitives and warms the caches
@@ -132,9 +141,9 @@ def _choose(dtype: torch.dtype, width: int) -> str:
 
 
 def pick(times: Dict[str, float]) -> str:
-    """The kernel to keep, given each one's seconds: the faster oneDNN kernel, unless ATen beats it by
+    """The kernel to keep, given each timed one's seconds: the faster oneDNN kernel, unless ATen beats it by
     :data:`MARGIN`."""
-    onednn = min(ONEDNN_KERNELS, key=lambda k: times[k])
+    onednn = min((k for k in ONEDNN_KERNELS if k in times), key=lambda k: times[k])
     return "aten" if times["aten"] < (1 - MARGIN) * times[onednn] else onednn
 
 
