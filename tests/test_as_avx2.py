@@ -64,14 +64,3 @@ def test_without_a_command_it_says_how_to_use_it():
     out = subprocess.run(["bash", str(WRAPPER)], capture_output=True, text=True)
     assert out.returncode == 2 and "usage:" in out.stderr
 
-
-def test_bench_machine_line_says_what_was_hidden(monkeypatch):
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        import bench
-    finally:
-        sys.path.pop(0)
-    monkeypatch.setenv("S3TOK_HIDDEN_CPU_FEATURES", "AVX-512,AMX,AVX-VNNI")
-    line = bench.machine_name()
-    assert "AVX-512,AMX,AVX-VNNI hidden from every library by tools/as_avx2.sh" in line
-    assert "torch kernels: " in line

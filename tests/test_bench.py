@@ -221,3 +221,11 @@ def test_bench_report_without_an_onnxruntime_row():
     run = {"info": {"threads": 2, "rounds": 1, "speed_reference": None}, "rows": [row]}
     assert bench_report.rounds_note(run) == []
     assert bench_report.table(run)[2].startswith("| s3tok fp32 | 20.0 |")
+
+
+def test_bench_machine_line_says_what_was_hidden(monkeypatch):
+    """Under tools/as_avx2.sh the machine line names the hidden features and the ISA torch's kernels use."""
+    monkeypatch.setenv("S3TOK_HIDDEN_CPU_FEATURES", "AVX-512,AMX,AVX-VNNI")
+    line = tool("bench").machine_name()
+    assert "AVX-512,AMX,AVX-VNNI hidden from every library by tools/as_avx2.sh" in line
+    assert "torch kernels: " in line
