@@ -45,6 +45,34 @@ def test_padding_does_not_leak(version):
         assert codes[i, :code_lens[i]].tolist() == alone[0, :alone_len[0]].tolist(), f"item {i} (len {n})"
 
 
+@pytest.mark.parametrize("version", MODEL_NAMES)
+def test_products_skip_padded_frames(version, monkeypatch):
+    """On a CPU the frame-by-frame products see the real frames only (the residual stream is packed),
+    and the hidden states of the real frames are those of the padded computation."""
+    import s3tok.model.encoder as encoder_module
+
+    model = random_model(version)
+    enc = model.encoder
+    torch.manual_seed(2)
+    lens = [1200, 700, 57]
+    mels = torch.rand(len(lens), 128, max(lens)) * 2.5 - 1.0
+    rows = []
+    real_linear = encoder_module.linear
+    monkeypatch.setattr(encoder_module, "linear", lambda layer, x, **kw: rows.append(x.shape[:-1]) or
+                        real_linear(layer, x, **kw))
+    with torch.no_grad():
+        packed, out_lens = enc(mels, torch.tensor(lens))
+        real = int(out_lens.sum())
+        assert rows and all(tuple(r) == (real,) for r in rows), rows[:3]
+        rows.clear()
+        enc.pack_rows = False
+        padded, _ = enc(mels, torch.tensor(lens))
+        assert all(tuple(r) == (len(lens), padded.shape[1]) for r in rows), rows[:3]
+    for i, n in enumerate(out_lens.tolist()):
+        assert torch.allclose(packed[i, :n], padded[i, :n], rtol=1e-5, atol=1e-5), f"item {i}"
+        assert not packed[i, n:].any()  # zeros after each item
+
+
 def test_padding_leak_is_detected():
     """Sanity check of the test above: without the key mask the batch changes the short item's tokens."""
     model = random_model("speech_tokenizer_v2_25hz")

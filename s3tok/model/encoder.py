@@ -41,6 +41,27 @@ def length_mask(lengths: Tensor, max_len: int) -> Tensor:
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
 
+class Rows:
+    """Where the real frames of a padded batch ``[B, T, D]`` sit in its flat ``[B * T, D]`` view.
+
+    The encoder keeps its residual stream packed (``[N, D]``, real frames only) so that the products,
+    LayerNorms and GELUs, all frame by frame, skip the padding; attention and the FSMN memory, which look
+    across frames, get padded views with zeros on the padded frames."""
+
+    def __init__(self, valid: Tensor):
+        self.batch, self.frames = valid.shape
+        self.index = valid.reshape(-1).nonzero().squeeze(1)
+
+    def pack(self, x: Tensor) -> Tensor:
+        """``[B, T, D]`` (any strides) to ``[N, D]``."""
+        return x.reshape(-1, x.shape[-1]).index_select(0, self.index)
+
+    def unpack(self, x: Tensor) -> Tensor:
+        """``[N, D]`` to ``[B, T, D]``, zeros on the padded frames."""
+        out = x.new_zeros(self.batch * self.frames, x.shape[-1])
+        return out.index_copy_(0, self.index, x).view(self.batch, self.frames, -1)
+
+
 def rotary_table(positions: int, dim: int, theta: float, device=None) -> Tuple[Tensor, Tensor]:
     """cos and sin ``[positions, dim]`` in the rotate-half layout (the frequencies repeated twice).
 
@@ -86,21 +107,32 @@ class Attention(nn.Module):
         self.use_sdpa = True
 
     def forward(self, x: Tensor, key_bias: Optional[Tensor], pad_mask: Optional[Tensor],
-                rope: Optional[Tuple[Tensor, Tensor]] = None, residual: Optional[Tensor] = None) -> Tensor:
+                rope: Optional[Tuple[Tensor, Tensor]] = None, residual: Optional[Tensor] = None,
+                rows: Optional[Rows] = None) -> Tensor:
         """``x [B, T, D]``; ``key_bias [B, 1, 1, T]`` additive (fp32) and ``pad_mask [B, T, 1]`` 0/1 in x's
-        dtype, both None when no item of the batch is padded.
+        dtype, both None when no item of the batch is padded. With ``rows``, ``x`` (and ``residual``) are the
+        packed real frames ``[N, D]`` and so is the result; ``pad_mask`` is then unused.
         Returns ``residual + attention(x)`` when ``residual`` is given, else the attention output."""
-        b, t, _ = x.shape
-        q = linear(self.query, x).view(b, t, self.heads, self.head_dim)
-        k = linear(self.key, x).view(b, t, self.heads, self.head_dim)
-        v = linear(self.value, x)
+        if rows is not None:
+            b, t = rows.batch, rows.frames
+            q = rows.unpack(linear(self.query, x)).view(b, t, self.heads, self.head_dim)
+            k = rows.unpack(linear(self.key, x)).view(b, t, self.heads, self.head_dim)
+            v = rows.unpack(linear(self.value, x))  # zeros on padded frames, as the FSMN wants them
+            pad_mask = None
+        else:
+            b, t, _ = x.shape
+            q = linear(self.query, x).view(b, t, self.heads, self.head_dim)
+            k = linear(self.key, x).view(b, t, self.heads, self.head_dim)
+            v = linear(self.value, x)
         memory = None
         if self.fsmn_block is not None:
             if pad_mask is not None:
                 v = v * pad_mask
             m = F.pad(v.transpose(1, 2), (self.fsmn_pad, self.fsmn_pad))
             memory = v + self.fsmn_block(m).transpose(1, 2)  # v first: the sum comes out contiguous
-            if pad_mask is not None:
+            if rows is not None:
+                memory = rows.pack(memory)
+            elif pad_mask is not None:
                 memory = memory * pad_mask
         if rope is not None:
             cos, sin = rope
@@ -124,6 +156,8 @@ class Attention(nn.Module):
                 w = w + key_bias
             o = torch.softmax(w, dim=-1).to(q.dtype) @ vh
         o = o.transpose(1, 2).reshape(b, t, -1)
+        if rows is not None:
+            o = rows.pack(o)
         if memory is None:  # out(o) + residual, in one fused step when possible
             return linear(self.out, o, add=residual)
         o = linear(self.out, o, add=memory)  # the official order: x + (out(o) + memory)
@@ -142,8 +176,8 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
 
     def forward(self, x: Tensor, key_bias: Optional[Tensor], pad_mask: Optional[Tensor],
-                rope: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
-        x = self.attn(self.attn_ln(x), key_bias, pad_mask, rope, residual=x)
+                rope: Optional[Tuple[Tensor, Tensor]] = None, rows: Optional[Rows] = None) -> Tensor:
+        x = self.attn(self.attn_ln(x), key_bias, pad_mask, rope, residual=x, rows=rows)
         return linear(self.mlp[2], linear(self.mlp[0], self.mlp_ln(x), gelu=True), add=x)
 
 
@@ -162,6 +196,7 @@ class Encoder(nn.Module):
             self.positional_embedding = None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self._rope_cache: Optional[Tuple[Tensor, Tensor]] = None
+        self.pack_rows = True  # on a CPU, skip the padded frames in the frame-by-frame steps (:class:`Rows`)
 
     def _rope(self, t: int, device: torch.device, dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
         cache = self._rope_cache
@@ -209,6 +244,9 @@ class Encoder(nn.Module):
             key_bias = torch.zeros(valid.shape, dtype=torch.float32, device=x.device)
             key_bias = key_bias.masked_fill(~valid, -1e10)[:, None, None, :]
             pad_mask = valid[:, :, None].to(x.dtype)
+        rows = Rows(valid) if padded and self.pack_rows and x.device.type == "cpu" else None
+        if rows is not None:
+            x = rows.pack(x)
         for block in self.blocks:
-            x = block(x, key_bias, pad_mask, rope)
-        return x, lengths
+            x = block(x, key_bias, pad_mask, rope, rows)
+        return (x if rows is None else rows.unpack(x)), lengths

@@ -171,9 +171,9 @@ def _apply(kernel: str, x: Tensor, weight: Tensor, bias: Optional[Tensor], gelu:
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
     if kernel == "onednn":
         y = torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-        if gelu:
-            return F.gelu(y)
-        return y if add is None else y.add_(add)  # the product's own new tensor: no autograd on this path
+        if gelu:  # in place, as the addition: the product's own new tensor, and no autograd on this path
+            return torch.ops.aten.gelu_(y)
+        return y if add is None else y.add_(add)
     y = F.linear(x, weight, bias)
     if gelu:
         return F.gelu(y)
