@@ -109,6 +109,33 @@ def test_the_layers_follow_the_choice(fresh_choices, monkeypatch):
     assert lin.kernel_for(layer, x) == "aten"  # with autograd: always ATen
 
 
+def test_onednn_reorders_each_weight_once(fresh_choices, monkeypatch):
+    """The oneDNN kernels reorder a layer's weight on its first product only (not on every call), give the
+    bits of the plain weight, and reorder again after the weight changes in place or is replaced."""
+    if torch.float32 not in lin.ONEDNN_LINEAR:
+        pytest.skip("this torch build has no oneDNN fused linear")
+    calls = []
+    reorder = torch.ops.mkldnn._reorder_linear_weight
+    monkeypatch.setattr(lin.torch.ops.mkldnn, "_reorder_linear_weight",
+                        lambda w, *a: calls.append(w.shape) or reorder(w, *a), raising=False)
+    layer = torch.nn.Linear(16, 64)
+    x, res = torch.randn(40, 16), torch.randn(40, 64)
+    monkeypatch.setattr(lin, "_chosen", {(torch.float32, 16): "onednn"})
+    with torch.no_grad():
+        plain = torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "none", [], "")
+        outs = [lin.linear(layer, x), lin.linear(layer, x, gelu=True), lin.linear(layer, x, add=res)]
+        assert len(calls) == 1
+        assert torch.equal(outs[0], plain)
+        assert torch.equal(outs[1], torch.nn.functional.gelu(plain)) and torch.equal(outs[2], plain + res)
+        layer.weight.mul_(2.0)  # changed in place: the old reordering must not be used
+        assert torch.equal(lin.linear(layer, x), torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias,
+                                                                                      "none", [], ""))
+        assert len(calls) == 2
+        layer.weight = torch.nn.Parameter(torch.zeros(64, 16))  # replaced
+        assert torch.equal(lin.linear(layer, x), layer.bias.expand(40, 64))
+        assert len(calls) == 3
+
+
 def test_loading_computes_no_random_weights(ref, monkeypatch):
     """The model is built on the meta device and given the file's weights: no random initialisation of
     hundreds of MB to throw away (it was most of the load time of an official-size model)."""

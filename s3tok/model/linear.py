@@ -7,7 +7,8 @@ MKL's sgemm in the PyPI builds; for dtypes no BLAS covers, ATen's own loops). Wh
 the CPU (AMX, AVX-512, AVX2 only), the library versions and the shapes: on an AVX2-only CPU oneDNN's fused
 exact GELU costs more than it saves. So each process times them once per dtype and model width, at
 the shapes of a transformer block's feed-forward pair, and keeps the fastest (:func:`cpu_kernel`).
-``S3TOK_CPU_LINEAR=fused``, ``onednn`` or ``aten`` skips the timing.
+``S3TOK_CPU_LINEAR=fused``, ``onednn`` or ``aten`` skips the timing. The oneDNN kernels read each weight
+reordered once into oneDNN's blocked layout (:func:`onednn_weight`), not reordered on every call.
 
 In fp32, ``fused`` and ``onednn`` give the same bits (same product, same GELU, same single addition). In
 bf16 a separate GELU or addition would round the product once more, so narrower dtypes choose between
@@ -26,6 +27,7 @@ from typing import Dict, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.weak import WeakIdKeyDictionary
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,26 @@ ONEDNN_LINEAR = _probe_onednn_linear()  # dtypes the fused path can take at all
 
 _chosen: Dict[Tuple[torch.dtype, int], str] = {}
 _lock = threading.Lock()
+_packed = WeakIdKeyDictionary()  # weight -> (its version when reordered, the reordered weight)
+_packed_lock = threading.Lock()  # not _lock: the kernel timing, under _lock, reorders its weights
+
+
+def onednn_weight(weight: Tensor) -> Tensor:
+    """``weight`` reordered once into the blocked layout oneDNN's products read (kept beside it while it
+    lives, made again when it is changed in place), so that no call reorders it again; the plain weight
+    where this torch build cannot reorder. The products give the same bits either way; it costs a second
+    copy of the linear layers' weights in memory."""
+    with _packed_lock:
+        got = _packed.get(weight)
+    if got is not None and got[0] == weight._version:
+        return got[1]
+    try:
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)
+    except (AttributeError, RuntimeError):
+        packed = weight
+    with _packed_lock:
+        _packed[weight] = (weight._version, packed)
+    return packed
 
 
 def forced_kernel() -> Optional[str]:
@@ -163,6 +185,8 @@ def kernel_for(layer: nn.Linear, x: Tensor) -> str:
 def _apply(kernel: str, x: Tensor, weight: Tensor, bias: Optional[Tensor], gelu: bool = False,
            add: Optional[Tensor] = None) -> Tensor:
     """``x W^T + b``, then exact GELU when ``gelu``, or ``+ add`` when given, with ``kernel``."""
+    if kernel in ONEDNN_KERNELS:
+        weight = onednn_weight(weight)
     if kernel == "fused":
         if add is not None:
             return torch.ops.mkldnn._linear_pointwise.binary(x, add, weight, bias, "add")
