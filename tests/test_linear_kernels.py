@@ -136,6 +136,22 @@ def test_onednn_reorders_each_weight_once(fresh_choices, monkeypatch):
         assert len(calls) == 3
 
 
+def test_onednn_kernels_run_under_inference_mode(fresh_choices, monkeypatch):
+    """Weights and inputs made under ``torch.inference_mode`` (which carry no version counter), the kernel
+    timing included: the products run and give the plain weight's bits."""
+    if torch.float32 not in lin.ONEDNN_LINEAR:
+        pytest.skip("this torch build has no oneDNN fused linear")
+    with torch.inference_mode():
+        layer = torch.nn.Linear(32, 128)
+        x = torch.randn(20, 32)
+        times = lin.time_kernels(torch.float32, 32, rows=16, reps=1)
+        assert set(times) == set(lin.KERNELS)
+        for kernel in lin.ONEDNN_KERNELS:
+            monkeypatch.setattr(lin, "_chosen", {(torch.float32, 32): kernel})
+            assert torch.equal(lin.linear(layer, x), torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias,
+                                                                                        "none", [], ""))
+
+
 def test_loading_computes_no_random_weights(ref, monkeypatch):
     """The model is built on the meta device and given the file's weights: no random initialisation of
     hundreds of MB to throw away (it was most of the load time of an official-size model)."""

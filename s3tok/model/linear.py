@@ -73,17 +73,19 @@ def onednn_weight(weight: Tensor) -> Tensor:
     """``weight`` reordered once into the blocked layout oneDNN's products read (kept beside it while it
     lives, made again when it is changed in place), so that no call reorders it again; the plain weight
     where this torch build cannot reorder. The products give the same bits either way; it costs a second
-    copy of the linear layers' weights in memory."""
+    copy of the linear layers' weights in memory. A weight made under ``torch.inference_mode`` has no
+    version counter: a change in place to it is not seen (replace it instead)."""
+    version = None if weight.is_inference() else weight._version
     with _packed_lock:
         got = _packed.get(weight)
-    if got is not None and got[0] == weight._version:
+    if got is not None and got[0] == version:
         return got[1]
     try:
         packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)
     except (AttributeError, RuntimeError):
         packed = weight
     with _packed_lock:
-        _packed[weight] = (weight._version, packed)
+        _packed[weight] = (version, packed)
     return packed
 
 
