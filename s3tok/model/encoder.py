@@ -111,19 +111,13 @@ class Attention(nn.Module):
                 rows: Optional[Rows] = None) -> Tensor:
         """``x [B, T, D]``; ``key_bias [B, 1, 1, T]`` additive (fp32) and ``pad_mask [B, T, 1]`` 0/1 in x's
         dtype, both None when no item of the batch is padded. With ``rows``, ``x`` (and ``residual``) are the
-        packed real frames ``[N, D]`` and so is the result; ``pad_mask`` is then unused.
+        packed real frames ``[N, D]`` and so is the result, and ``pad_mask`` is None.
         Returns ``residual + attention(x)`` when ``residual`` is given, else the attention output."""
-        if rows is not None:
-            b, t = rows.batch, rows.frames
-            q = rows.unpack(linear(self.query, x)).view(b, t, self.heads, self.head_dim)
-            k = rows.unpack(linear(self.key, x)).view(b, t, self.heads, self.head_dim)
-            v = rows.unpack(linear(self.value, x))  # zeros on padded frames, as the FSMN wants them
-            pad_mask = None
-        else:
-            b, t, _ = x.shape
-            q = linear(self.query, x).view(b, t, self.heads, self.head_dim)
-            k = linear(self.key, x).view(b, t, self.heads, self.head_dim)
-            v = linear(self.value, x)
+        b, t = (rows.batch, rows.frames) if rows is not None else x.shape[:2]
+        padded = rows.unpack if rows is not None else (lambda y: y)  # packed: zeros on padded frames
+        q = padded(linear(self.query, x)).view(b, t, self.heads, self.head_dim)
+        k = padded(linear(self.key, x)).view(b, t, self.heads, self.head_dim)
+        v = padded(linear(self.value, x))
         memory = None
         if self.fsmn_block is not None:
             if pad_mask is not None:
@@ -240,11 +234,12 @@ class Encoder(nn.Module):
         pad_mask: Optional[Tensor] = None
         if padded is None:
             padded = not bool(valid.all())
-        if padded:  # some item is padded: mask its keys and its FSMN input/output
+        rows = Rows(valid) if padded and self.pack_rows and x.device.type == "cpu" else None
+        if padded:  # some item is padded: mask its keys and its FSMN input/output (packed: no padded rows)
             key_bias = torch.zeros(valid.shape, dtype=torch.float32, device=x.device)
             key_bias = key_bias.masked_fill(~valid, -1e10)[:, None, None, :]
-            pad_mask = valid[:, :, None].to(x.dtype)
-        rows = Rows(valid) if padded and self.pack_rows and x.device.type == "cpu" else None
+            if rows is None:
+                pad_mask = valid[:, :, None].to(x.dtype)
         if rows is not None:
             x = rows.pack(x)
         for block in self.blocks:
