@@ -73,6 +73,33 @@ def test_products_skip_padded_frames(version, monkeypatch):
         assert not packed[i, n:].any()  # zeros after each item
 
 
+@pytest.mark.parametrize("version", MODEL_NAMES)
+def test_attention_runs_item_by_item(version, monkeypatch):
+    """On a CPU attention (and the FSMN memory) of a padded batch run on each item's own frames, as at batch 1:
+    no key mask, no scores of padded frames; the tokens are each item's batch-1 tokens."""
+    import s3tok.model.encoder as encoder_module
+
+    model = random_model(version)
+    torch.manual_seed(3)
+    lens = [1200, 700, 57]
+    mels = torch.rand(len(lens), 128, max(lens)) * 2.5 - 1.0
+    calls = []
+    real_sdpa = encoder_module.F.scaled_dot_product_attention
+
+    def sdpa(q, k, v, attn_mask=None, **kw):
+        calls.append((q.shape[0], q.shape[2], k.shape[2], attn_mask is None))
+        return real_sdpa(q, k, v, attn_mask=attn_mask, **kw)
+
+    monkeypatch.setattr(encoder_module.F, "scaled_dot_product_attention", sdpa)
+    codes, code_lens = model.forward_segments(mels, torch.tensor(lens))
+    per_layer = [(1, n, n, True) for n in code_lens.tolist()]
+    assert calls == per_layer * model.config.depth
+    monkeypatch.undo()
+    for i, n in enumerate(lens):
+        alone, alone_len = model.forward_segments(mels[i:i + 1, :, :n], torch.tensor([n]))
+        assert codes[i, :code_lens[i]].tolist() == alone[0, :alone_len[0]].tolist(), f"item {i}"
+
+
 def test_padding_leak_is_detected():
     """Sanity check of the test above: without the key mask the batch changes the short item's tokens."""
     model = random_model("speech_tokenizer_v2_25hz")

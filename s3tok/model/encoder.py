@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -44,22 +44,31 @@ def length_mask(lengths: Tensor, max_len: int) -> Tensor:
 class Rows:
     """Where the real frames of a padded batch ``[B, T, D]`` sit in its flat ``[B * T, D]`` view.
 
-    The encoder keeps its residual stream packed (``[N, D]``, real frames only) so that the products,
-    LayerNorms and GELUs, all frame by frame, skip the padding; attention and the FSMN memory, which look
-    across frames, get padded views with zeros on the padded frames."""
+    On a CPU the encoder keeps its residual stream packed (``[N, D]``, real frames only, item after item), so
+    that no step computes padding: the products, LayerNorms and GELUs run on the packed rows, and attention
+    and the FSMN memory, which look across frames, run on each item's own frames (:meth:`per_item`), as at
+    batch 1: no key mask, no attention scores of padded frames."""
 
     def __init__(self, valid: Tensor):
         self.batch, self.frames = valid.shape
         self.index = valid.reshape(-1).nonzero().squeeze(1)
+        self.positions = self.index % self.frames  # each packed row's frame within its item
+        self.lengths: List[int] = valid.sum(1).tolist()
+        self.starts = [sum(self.lengths[:i]) for i in range(self.batch)]
 
     def pack(self, x: Tensor) -> Tensor:
-        """``[B, T, D]`` (any strides) to ``[N, D]``."""
-        return x.reshape(-1, x.shape[-1]).index_select(0, self.index)
+        """``[B, T, ...]`` (any strides) to ``[N, ...]``."""
+        return x.reshape(self.batch * self.frames, *x.shape[2:]).index_select(0, self.index)
 
     def unpack(self, x: Tensor) -> Tensor:
         """``[N, D]`` to ``[B, T, D]``, zeros on the padded frames."""
         out = x.new_zeros(self.batch * self.frames, x.shape[-1])
         return out.index_copy_(0, self.index, x).view(self.batch, self.frames, -1)
+
+    def per_item(self, fn: Callable[..., Tensor], *xs: Tensor) -> Tensor:
+        """``fn`` on each item alone, packed: ``fn`` takes ``[1, n, ...]`` slices of the packed ``xs`` (one item's
+        ``n`` frames) and returns ``[1, n, ...]``; the results come back as ``[N, ...]``."""
+        return torch.cat([fn(*(x[s:s + n][None] for x in xs))[0] for s, n in zip(self.starts, self.lengths)])
 
 
 def rotary_table(positions: int, dim: int, theta: float, device=None) -> Tuple[Tensor, Tensor]:
@@ -110,52 +119,56 @@ class Attention(nn.Module):
                 rope: Optional[Tuple[Tensor, Tensor]] = None, residual: Optional[Tensor] = None,
                 rows: Optional[Rows] = None) -> Tensor:
         """``x [B, T, D]``; ``key_bias [B, 1, 1, T]`` additive (fp32) and ``pad_mask [B, T, 1]`` 0/1 in x's
-        dtype, both None when no item of the batch is padded. With ``rows``, ``x`` (and ``residual``) are the
-        packed real frames ``[N, D]`` and so is the result, and ``pad_mask`` is None.
+        dtype, both None when no item of the batch is padded; ``rope`` tables ``[T, Dh]``. With ``rows``, ``x``
+        (and ``residual``) are the packed real frames ``[N, D]`` and so is the result, ``rope`` has a row per
+        packed frame, the masks are None, and attention and the FSMN memory run item by item.
         Returns ``residual + attention(x)`` when ``residual`` is given, else the attention output."""
-        b, t = (rows.batch, rows.frames) if rows is not None else x.shape[:2]
-        padded = rows.unpack if rows is not None else (lambda y: y)  # packed: zeros on padded frames
-        q = padded(linear(self.query, x)).view(b, t, self.heads, self.head_dim)
-        k = padded(linear(self.key, x)).view(b, t, self.heads, self.head_dim)
-        v = padded(linear(self.value, x))
+        q, k, v = linear(self.query, x), linear(self.key, x), linear(self.value, x)
         memory = None
         if self.fsmn_block is not None:
-            if pad_mask is not None:
-                v = v * pad_mask
-            m = F.pad(v.transpose(1, 2), (self.fsmn_pad, self.fsmn_pad))
-            memory = v + self.fsmn_block(m).transpose(1, 2)  # v first: the sum comes out contiguous
-            if rows is not None:
-                memory = rows.pack(memory)
-            elif pad_mask is not None:
-                memory = memory * pad_mask
+            memory = self._memory(v, pad_mask) if rows is None else rows.per_item(self._memory, v)
+        heads = (*q.shape[:-1], self.heads, self.head_dim)
+        q, k, v = q.view(heads), k.view(heads), v.view(heads)
         if rope is not None:
             cos, sin = rope
             q = apply_rotary(q, cos, sin)
             k = apply_rotary(k, cos, sin)
-        vh = v.view(b, t, self.heads, self.head_dim).transpose(1, 2)
         adt = self.out.weight.dtype  # mixed precision: attention in the weights' dtype
-        q, k, vh = q.to(adt), k.to(adt), vh.to(adt)
-        if self.use_sdpa:  # the kernel scales the scores by head_dim^-0.5 itself
-            backends = sdpa_backends(q.device, q.dtype)
-            with sdpa_kernel(backends) if backends else contextlib.nullcontext():
-                o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), vh,
-                                                   attn_mask=None if key_bias is None else key_bias.to(q.dtype),
-                                                   scale=self.head_dim ** -0.5)
-        else:  # the official order: q and k each scaled by head_dim^-0.25
-            scale = self.head_dim ** -0.25
-            q = q.transpose(1, 2) * scale
-            k = k.transpose(1, 2) * scale
-            w = (q @ k.transpose(-1, -2)).float()
-            if key_bias is not None:
-                w = w + key_bias
-            o = torch.softmax(w, dim=-1).to(q.dtype) @ vh
-        o = o.transpose(1, 2).reshape(b, t, -1)
-        if rows is not None:
-            o = rows.pack(o)
+        q, k, v = q.to(adt), k.to(adt), v.to(adt)
+        if rows is None:
+            o = self._attend(q, k, v, key_bias)
+        else:
+            o = rows.per_item(lambda *qkv: self._attend(*qkv, None), q, k, v)
+        o = o.reshape(*o.shape[:-2], -1)
         if memory is None:  # out(o) + residual, in one fused step when possible
             return linear(self.out, o, add=residual)
         o = linear(self.out, o, add=memory)  # the official order: x + (out(o) + memory)
         return o if residual is None else residual + o
+
+    def _memory(self, v: Tensor, pad_mask: Optional[Tensor] = None) -> Tensor:
+        """FSMN memory ``v + conv(v)`` of ``v [B, T, D]``, zero on the padded frames ``pad_mask`` marks."""
+        if pad_mask is not None:
+            v = v * pad_mask
+        m = F.pad(v.transpose(1, 2), (self.fsmn_pad, self.fsmn_pad))
+        memory = v + self.fsmn_block(m).transpose(1, 2)  # v first: the sum comes out contiguous
+        return memory if pad_mask is None else memory * pad_mask
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, key_bias: Optional[Tensor]) -> Tensor:
+        """Attention of ``q, k, v [B, T, H, Dh]``, keys masked by ``key_bias``; ``[B, T, H, Dh]`` (a view)."""
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if self.use_sdpa:  # the kernel scales the scores by head_dim^-0.5 itself
+            backends = sdpa_backends(q.device, q.dtype)
+            with sdpa_kernel(backends) if backends else contextlib.nullcontext():
+                o = F.scaled_dot_product_attention(q, k, v,
+                                                   attn_mask=None if key_bias is None else key_bias.to(q.dtype),
+                                                   scale=self.head_dim ** -0.5)
+        else:  # the official order: q and k each scaled by head_dim^-0.25
+            scale = self.head_dim ** -0.25
+            w = ((q * scale) @ (k * scale).transpose(-1, -2)).float()
+            if key_bias is not None:
+                w = w + key_bias
+            o = torch.softmax(w, dim=-1).to(q.dtype) @ v
+        return o.transpose(1, 2)
 
 
 class Block(nn.Module):
@@ -235,13 +248,14 @@ class Encoder(nn.Module):
         if padded is None:
             padded = not bool(valid.all())
         rows = Rows(valid) if padded and self.pack_rows and x.device.type == "cpu" else None
-        if padded:  # some item is padded: mask its keys and its FSMN input/output (packed: no padded rows)
+        if rows is not None:  # packed: no padded frame anywhere, attention and FSMN item by item
+            x = rows.pack(x)
+            if rope is not None:
+                rope = (rope[0].index_select(0, rows.positions), rope[1].index_select(0, rows.positions))
+        elif padded:  # some item is padded: mask its keys and its FSMN input/output
             key_bias = torch.zeros(valid.shape, dtype=torch.float32, device=x.device)
             key_bias = key_bias.masked_fill(~valid, -1e10)[:, None, None, :]
-            if rows is None:
-                pad_mask = valid[:, :, None].to(x.dtype)
-        if rows is not None:
-            x = rows.pack(x)
+            pad_mask = valid[:, :, None].to(x.dtype)
         for block in self.blocks:
             x = block(x, key_bias, pad_mask, rope, rows)
         return (x if rows is None else rows.unpack(x)), lengths
