@@ -71,6 +71,14 @@ def test_products_skip_padded_frames(version, monkeypatch):
     for i, n in enumerate(out_lens.tolist()):
         assert torch.allclose(packed[i, :n], padded[i, :n], rtol=1e-5, atol=1e-5), f"item {i}"
         assert not packed[i, n:].any()  # zeros after each item
+    enc.pack_rows = True
+    quantized = []
+    real_quantizer = model.quantizer.forward
+    monkeypatch.setattr(model.quantizer, "forward", lambda h: quantized.append(h.shape[:-1]) or real_quantizer(h))
+    codes, code_lens = model.forward_segments(mels, torch.tensor(lens))
+    assert [tuple(q) for q in quantized] == [(real,)]  # the quantizer too sees the real frames only
+    for i, n in enumerate(code_lens.tolist()):
+        assert not codes[i, n:].any()
 
 
 @pytest.mark.parametrize("version", MODEL_NAMES)

@@ -226,6 +226,13 @@ class Encoder(nn.Module):
 
         ``padded``: :meth:`output_padded` of the lengths, when the caller knows them on the host; None asks
         the device (a wait on CUDA)."""
+        x, lengths, rows = self.hidden(mels, lengths, padded)
+        return (x if rows is None else rows.unpack(x)), lengths
+
+    def hidden(self, mels: Tensor, lengths: Tensor,
+               padded: Optional[bool] = None) -> Tuple[Tensor, Tensor, Optional[Rows]]:
+        """:meth:`forward`, with the hidden states left packed (``[N, D]``, real frames only) where the blocks ran
+        them packed: returns them, their lengths and the :class:`Rows` that unpack them (None: ``[B, T', D]``)."""
         x = mels * length_mask(lengths, mels.shape[-1])[:, None, :].to(mels.dtype)
         x = F.gelu(self.conv1(x))
         lengths = conv_out_lengths(lengths, self.cfg.conv1_stride)
@@ -258,4 +265,4 @@ class Encoder(nn.Module):
             pad_mask = valid[:, :, None].to(x.dtype)
         for block in self.blocks:
             x = block(x, key_bias, pad_mask, rope, rows)
-        return (x if rows is None else rows.unpack(x)), lengths
+        return x, lengths, rows

@@ -171,8 +171,9 @@ class S3Tokenizer(nn.Module):
             padded = self.encoder.output_padded(lengths.tolist(), mels.shape[-1])
         lengths = to_device_nowait(lengths.to(torch.int64), self.device)
         with ieee_fp32(self.device):  # no TF32 on a GPU: fp32 tokens as the official fp32 graph
-            h, out_lens = self.encoder(x, lengths, padded=padded)
-            return self.quantizer(h), out_lens
+            h, out_lens, rows = self.encoder.hidden(x, lengths, padded=padded)
+            codes = self.quantizer(h)  # packed hidden states: no padded frame quantized
+            return (codes if rows is None else rows.unpack(codes[:, None])[..., 0]), out_lens
 
     @torch.no_grad()
     def quantize(self, mels: Tensor, mels_lens: Tensor,
