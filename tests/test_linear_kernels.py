@@ -136,28 +136,6 @@ def test_onednn_reorders_each_weight_once(fresh_choices, monkeypatch):
         assert len(calls) == 3
 
 
-def test_codebook_product_follows_the_linear_kernel(fresh_choices, monkeypatch):
-    """v1's VQ distances take their product from the kernel the linear layers chose: with oneDNN, the codebook
-    (stored ``[D, C]``) is read transposed and reordered once; with ATen, ``x @ codebook`` as before."""
-    if torch.float32 not in lin.ONEDNN_LINEAR:
-        pytest.skip("this torch build has no oneDNN fused linear")
-    calls = []
-    reorder = torch.ops.mkldnn._reorder_linear_weight
-    monkeypatch.setattr(lin.torch.ops.mkldnn, "_reorder_linear_weight",
-                        lambda w, *a: calls.append(tuple(w.shape)) or reorder(w, *a), raising=False)
-    codebook, x = torch.randn(16, 96), torch.randn(40, 16)
-    with torch.no_grad():
-        monkeypatch.setattr(lin, "_chosen", {(torch.float32, 16): "onednn"})
-        got = [lin.codebook_product(x, codebook) for _ in range(3)]
-        assert calls == [(96, 16)]
-        plain = torch.ops.mkldnn._linear_pointwise(x, codebook.t().contiguous(), None, "none", [], "")
-        assert all(torch.equal(g, plain) for g in got)
-        torch.testing.assert_close(got[0], x @ codebook, rtol=1e-5, atol=1e-5)
-        monkeypatch.setattr(lin, "_chosen", {(torch.float32, 16): "aten"})
-        assert torch.equal(lin.codebook_product(x, codebook), x @ codebook) and len(calls) == 1
-    assert torch.equal(lin.codebook_product(x, codebook), x @ codebook)  # with autograd: ATen
-
-
 def test_onednn_kernels_run_under_inference_mode(fresh_choices, monkeypatch):
     """Weights and inputs made under ``torch.inference_mode`` (which carry no version counter), the kernel
     timing included: the products run and give the plain weight's bits."""

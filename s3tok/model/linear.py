@@ -69,22 +69,21 @@ _packed = WeakIdKeyDictionary()  # weight -> (its version when reordered, the re
 _packed_lock = threading.Lock()  # not _lock: the kernel timing, under _lock, reorders its weights
 
 
-def onednn_weight(weight: Tensor, transposed: bool = False) -> Tensor:
-    """``weight`` (``[out, in]``, or ``[in, out]`` when ``transposed``) reordered once into the blocked layout
-    oneDNN's products read (kept beside it while it lives, made again when it is changed in place), so that no
-    call reorders it again; the plain ``[out, in]`` weight where this torch build cannot reorder. The products
-    give the same bits either way; it costs a second copy of the weights in memory. A weight made under
-    ``torch.inference_mode`` has no version counter: a change in place to it is not seen (replace it instead)."""
+def onednn_weight(weight: Tensor) -> Tensor:
+    """``weight`` reordered once into the blocked layout oneDNN's products read (kept beside it while it
+    lives, made again when it is changed in place), so that no call reorders it again; the plain weight
+    where this torch build cannot reorder. The products give the same bits either way; it costs a second
+    copy of the linear layers' weights in memory. A weight made under ``torch.inference_mode`` has no
+    version counter: a change in place to it is not seen (replace it instead)."""
     version = None if weight.is_inference() else weight._version
     with _packed_lock:
         got = _packed.get(weight)
     if got is not None and got[0] == version:
         return got[1]
-    plain = weight.detach().t().contiguous() if transposed else weight.detach()
     try:
-        packed = torch.ops.mkldnn._reorder_linear_weight(plain, None)
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)
     except (AttributeError, RuntimeError):
-        packed = plain
+        packed = weight
     with _packed_lock:
         _packed[weight] = (version, packed)
     return packed
@@ -179,22 +178,10 @@ def chosen_kernels() -> Dict[str, str]:
 
 def kernel_for(layer: nn.Linear, x: Tensor) -> str:
     """The kernel that runs ``layer`` on ``x``: ATen off the CPU, with autograd or under compilation."""
-    return _kernel(x, min(layer.in_features, layer.out_features))
-
-
-def _kernel(x: Tensor, width: int) -> str:
     if (x.dtype not in ONEDNN_LINEAR or x.device.type != "cpu"
             or torch.is_grad_enabled() or torch.compiler.is_compiling()):
         return "aten"
-    return cpu_kernel(x.dtype, width)
-
-
-def codebook_product(x: Tensor, codebook: Tensor) -> Tensor:
-    """``x @ codebook`` for ``codebook [D, C]`` as the ONNX graphs store it (v1's VQ distances), with the
-    kernel the linear layers of width ``D`` use: oneDNN reads the codebook transposed and reordered once."""
-    if codebook.dtype != x.dtype or _kernel(x, codebook.shape[0]) not in ONEDNN_KERNELS:
-        return x @ codebook
-    return torch.ops.mkldnn._linear_pointwise(x, onednn_weight(codebook, transposed=True), None, "none", [], "")
+    return cpu_kernel(x.dtype, min(layer.in_features, layer.out_features))
 
 
 def _apply(kernel: str, x: Tensor, weight: Tensor, bias: Optional[Tensor], gelu: bool = False,

@@ -4,8 +4,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from s3tok.model.linear import codebook_product
-
 
 class VectorQuantizer(nn.Module):
     """L2-normalise, then the nearest of ``codebook_size`` codes in Euclidean distance."""
@@ -20,7 +18,7 @@ class VectorQuantizer(nn.Module):
         x = x.float()
         x = x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-12)
         c = self.codebook.float()
-        dist = x.pow(2).sum(-1, keepdim=True) - codebook_product(2 * x, c) + c.pow(2).sum(0)
+        dist = x.pow(2).sum(-1, keepdim=True) - (2 * x) @ c + c.pow(2).sum(0)
         return torch.argmin(dist, dim=-1)
 
 
