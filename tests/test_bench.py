@@ -155,6 +155,48 @@ def test_op_groups():
     assert op_group("aten::mkldnn_convolution") == "conv" and op_group("aten::native_layer_norm") == "other"
 
 
+def test_ops_against_onnxruntime_classes():
+    """tools/bench_ops_ort.py sorts both engines' ops into the same classes."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from bench_ops_ort import ort_class, torch_class
+    finally:
+        sys.path.pop(0)
+    assert ort_class("/blocks.3/mlp/mlp.0/MatMul", "MatMul") == "mlp up (D -> 4D)"
+    assert ort_class("/blocks.3/mlp/mlp.2/MatMul", "MatMul") == "mlp down (4D -> D)"
+    assert ort_class("/blocks.0/attn/query/MatMul", "MatMul") == "query/key/value/out"
+    assert ort_class("/blocks.0/attn/MatMul/MatMulScaleFusion/", "FusedMatMul") == "attention"
+    assert ort_class("/blocks.0/attn/Softmax", "Softmax") == "attention"
+    assert ort_class("/quantizer/rq/model/layers.0/_codebook/MatMul", "MatMul") == "quantizer"
+    assert ort_class("/conv1/Conv", "Conv") == "convolutions" and ort_class("/blocks.0/mlp/mlp.1/Gelu", "Gelu") == "other"
+    d = 64
+    assert torch_class("mkldnn::_linear_pointwise", [[10, d], [4 * d, d], [4 * d]], d) == "mlp up (D -> 4D)"
+    assert torch_class("aten::addmm", [[d], [10, 4 * d], [4 * d, d]], d) == "mlp down (4D -> D)"
+    assert torch_class("aten::addmm", [[d], [d, d], [d, d]], d) == "query/key/value/out"
+    assert torch_class("aten::addmm", [[8], [d, d], [d, 8]], d) == "quantizer"  # v2's projection, 64 rows
+    assert torch_class("aten::mm", [[10, d], [d, 4096]], d) == "quantizer"
+    assert torch_class("aten::_scaled_dot_product_flash_attention_for_cpu", [], d) == "attention"
+    assert torch_class("aten::mkldnn_convolution", [], d) == "convolutions"
+    assert torch_class("aten::native_layer_norm", [], d) == "other"
+
+
+@pytest.mark.slow
+def test_ops_against_onnxruntime_smoke(ref, tmp_path):
+    """tools/bench_ops_ort.py profiles both engines on a small group and fills every product class."""
+    out = tmp_path / "ops_ort.json"
+    model = ref / "models" / "speech_tokenizer_v2_25hz.onnx"
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_ops_ort.py"), "--model", str(model),
+                           "--lengths", "500,300", "--threads", "1", "--reps", "1", "--pause", "0",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())["result"]
+    for engine in ("onnxruntime_ms", "s3tok_ms"):
+        for c in ("query/key/value/out", "mlp up (D -> 4D)", "mlp down (4D -> D)", "attention", "convolutions",
+                  "quantizer"):
+            assert result[engine][c] > 0, (engine, c, result[engine])
+    assert "| **sum**" in proc.stdout
+
+
 @pytest.mark.slow
 def test_bench_shards_smoke(tmp_path):
     """tools/bench_shards.py end to end on a few clips (its numbers are not asserted, only that both inputs
