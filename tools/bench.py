@@ -278,6 +278,13 @@ def device_name(device: torch.device) -> str:
     return f"{torch.cuda.get_device_name(index)} (cuda:{index})"
 
 
+def run_info(tool: str, argv: Optional[Sequence[str]], **fields) -> Dict[str, object]:
+    """What a benchmark's JSON says of its run: date, machine, source, ``fields``, and the command line of
+    ``tools/<tool>`` (``argv``, or this process's arguments when None)."""
+    return {"date": datetime.date.today().isoformat(), "machine": machine_name(), "source": source_version(),
+            **fields, "command": " ".join([f"python tools/{tool}", *(argv if argv is not None else sys.argv[1:])])}
+
+
 def source_version() -> str:
     """The checkout's commit (``-dirty`` with uncommitted changes), or the package version outside git."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -503,13 +510,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      "process_rtf": seconds / float(r["process_s"]) if r.get("process_s") else None,
                      "speed_vs_reference_by_round_process": speed_by_round(by_round, name, ref_speed_name, "process_s"),
                      "linear_kernels": r.get("linear_kernels")})
-    info = {"date": datetime.date.today().isoformat(), "machine": machine_name(), "source": source_version(),
-            "threads": args.threads, "model": args.model, "version": config.version, "width": config.width,
-            "depth": config.depth, "clips": len(entries), "reference": ref_name,
-            "audio_seconds": seconds, "gflop_per_audio_second": model_flops / seconds / 1e9, "peak": peak,
-            "peaks_fp32": [p["fp32_peak"] for p in peaks], "rounds": max(1, args.rounds),
-            "speed_reference": ref_speed_name, "device": device_name(device),
-            "command": " ".join(["python tools/bench.py", *(argv if argv is not None else sys.argv[1:])])}
+    info = run_info("bench.py", argv, threads=args.threads, model=args.model, version=config.version,
+                    width=config.width, depth=config.depth, clips=len(entries), reference=ref_name,
+                    audio_seconds=seconds, gflop_per_audio_second=model_flops / seconds / 1e9, peak=peak,
+                    peaks_fp32=[p["fp32_peak"] for p in peaks], rounds=max(1, args.rounds),
+                    speed_reference=ref_speed_name, device=device_name(device))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"info": info, "rows": rows}, f, indent=1)

@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from bench import machine_name, measure_peak, source_version  # tools/, beside this file
+from bench import measure_peak, run_info  # tools/, beside this file
 
 logger = logging.getLogger("bench_ops")
 
@@ -143,10 +143,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logger.info("%s: forward %.3f s, %.0f %% of the %s peak", r["version"], r["wall_s"],
                     r["ceilings"]["forward"], peak_name)
         results.append(r)
-    info = {"date": time.strftime("%Y-%m-%d"), "machine": machine_name(), "source": source_version(),
-            "threads": args.threads, "windows": args.windows, "frames": args.frames, "dtype": args.dtype,
-            "peak": peak, "peak_used": peak_name,
-            "command": " ".join(["python tools/bench_ops.py", *(argv if argv is not None else sys.argv[1:])])}
+    info = run_info("bench_ops.py", argv, threads=args.threads, windows=args.windows, frames=args.frames,
+                    dtype=args.dtype, peak=peak, peak_used=peak_name)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"info": info, "results": results}, f, indent=1)

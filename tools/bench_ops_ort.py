@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from bench import machine_name, source_version  # tools/, beside this file
+from bench import run_info  # tools/, beside this file
 
 logger = logging.getLogger("bench_ops_ort")
 
@@ -179,9 +179,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not lengths or min(lengths) < 1 or max(lengths) > 3000:
         raise SystemExit(f"--lengths {args.lengths!r}: give 1 to 3000 mel frames per item")
     result = compare(args.model, lengths, args.threads, args.reps, args.pause)
-    info = {"date": time.strftime("%Y-%m-%d"), "machine": machine_name(), "source": source_version(),
-            "threads": args.threads, "reps": args.reps,
-            "command": " ".join(["python tools/bench_ops_ort.py", *(argv if argv is not None else sys.argv[1:])])}
+    info = run_info("bench_ops_ort.py", argv, threads=args.threads, reps=args.reps)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"info": info, "result": result}, f, indent=1)
