@@ -49,11 +49,12 @@ class Rows:
     and the FSMN memory, which look across frames, run on each item's own frames (:meth:`per_item`), as at
     batch 1: no key mask, no attention scores of padded frames."""
 
-    def __init__(self, valid: Tensor):
+    def __init__(self, valid: Tensor, lengths: Sequence[int]):
+        """``valid [B, T]`` True on real frames; ``lengths``: each item's count of them, on the host."""
         self.batch, self.frames = valid.shape
         self.index = valid.reshape(-1).nonzero().squeeze(1)
         self.positions = self.index % self.frames  # each packed row's frame within its item
-        self.lengths: List[int] = valid.sum(1).tolist()
+        self.lengths = [int(n) for n in lengths]
         self.starts = [sum(self.lengths[:i]) for i in range(self.batch)]
 
     def pack(self, x: Tensor) -> Tensor:
@@ -214,23 +215,27 @@ class Encoder(nn.Module):
             self._rope_cache = cache
         return cache[0][:t], cache[1][:t]
 
+    def out_length(self, frames: int) -> int:
+        """Hidden frames of an item of ``frames`` mel frames (after the two convolutions)."""
+        return conv_out_length(conv_out_length(frames, self.cfg.conv1_stride), self.cfg.conv2_stride)
+
     def output_padded(self, lengths: Sequence[int], frames: int) -> bool:
         """Whether some item of ``lengths`` (host integers) is shorter than the others after the two
         convolutions of a ``frames``-long batch: what :meth:`forward` would find on the device."""
-        def out(n: int) -> int:
-            return conv_out_length(conv_out_length(n, self.cfg.conv1_stride), self.cfg.conv2_stride)
-        return any(out(n) < out(frames) for n in lengths)
+        return any(self.out_length(n) < self.out_length(frames) for n in lengths)
 
-    def forward(self, mels: Tensor, lengths: Tensor, padded: Optional[bool] = None) -> Tuple[Tensor, Tensor]:
+    def forward(self, mels: Tensor, lengths: Tensor, padded: Optional[bool] = None,
+                frames: Optional[Sequence[int]] = None) -> Tuple[Tensor, Tensor]:
         """Return hidden states ``[B, T', D]`` and their lengths ``[B]``.
 
         ``padded``: :meth:`output_padded` of the lengths, when the caller knows them on the host; None asks
-        the device (a wait on CUDA)."""
-        x, lengths, rows = self.hidden(mels, lengths, padded)
+        the device (a wait on CUDA). ``frames``: the lengths themselves on the host, when known; on a CPU a
+        padded batch is run packed (:class:`Rows`) when they are given or when ``padded`` is None."""
+        x, lengths, rows = self.hidden(mels, lengths, padded, frames)
         return (x if rows is None else rows.unpack(x)), lengths
 
-    def hidden(self, mels: Tensor, lengths: Tensor,
-               padded: Optional[bool] = None) -> Tuple[Tensor, Tensor, Optional[Rows]]:
+    def hidden(self, mels: Tensor, lengths: Tensor, padded: Optional[bool] = None,
+               frames: Optional[Sequence[int]] = None) -> Tuple[Tensor, Tensor, Optional[Rows]]:
         """:meth:`forward`, with the hidden states left packed (``[N, D]``, real frames only) where the blocks ran
         them packed: returns them, their lengths and the :class:`Rows` that unpack them (None: ``[B, T', D]``)."""
         x = mels * length_mask(lengths, mels.shape[-1])[:, None, :].to(mels.dtype)
@@ -252,9 +257,14 @@ class Encoder(nn.Module):
             rope = self._rope(t, x.device, x.dtype)
         key_bias: Optional[Tensor] = None
         pad_mask: Optional[Tensor] = None
-        if padded is None:
+        host_lengths = None if frames is None else [self.out_length(n) for n in frames]
+        if padded is None:  # asks the device; the lengths too, when the frames will be packed
             padded = not bool(valid.all())
-        rows = Rows(valid) if padded and self.pack_rows and x.device.type == "cpu" else None
+            if padded and host_lengths is None and x.device.type == "cpu":
+                host_lengths = lengths.tolist()
+        rows = None
+        if padded and self.pack_rows and x.device.type == "cpu" and host_lengths is not None:
+            rows = Rows(valid, host_lengths)
         if rows is not None:  # packed: no padded frame anywhere, attention and FSMN item by item
             x = rows.pack(x)
             if rope is not None:

@@ -166,12 +166,13 @@ class S3Tokenizer(nn.Module):
     def forward_segments(self, mels: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
         """Encoder + quantizer on one padded batch of at most 30 s items: ``(codes [B, T'], lens [B])``."""
         x = to_device_nowait(mels, self.device).to(self.compute_dtype)
-        padded = None  # lengths on the host: decide the padding masks here, not by asking the device
+        padded = frames = None  # lengths on the host: decide the padding masks here, not by asking the device
         if lengths.device.type == "cpu":
-            padded = self.encoder.output_padded(lengths.tolist(), mels.shape[-1])
+            frames = lengths.tolist()
+            padded = self.encoder.output_padded(frames, mels.shape[-1])
         lengths = to_device_nowait(lengths.to(torch.int64), self.device)
         with ieee_fp32(self.device):  # no TF32 on a GPU: fp32 tokens as the official fp32 graph
-            h, out_lens, rows = self.encoder.hidden(x, lengths, padded=padded)
+            h, out_lens, rows = self.encoder.hidden(x, lengths, padded=padded, frames=frames)
             codes = self.quantizer(h)  # packed hidden states: no padded frame quantized
             return (codes if rows is None else rows.unpack(codes[:, None])[..., 0]), out_lens
 
