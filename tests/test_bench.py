@@ -172,6 +172,8 @@ def test_ops_against_onnxruntime_classes():
     d = 64
     assert torch_class("mkldnn::_linear_pointwise", [[10, d], [4 * d, d], [4 * d]], d) == "mlp up (D -> 4D)"
     assert torch_class("aten::addmm", [[d], [10, 4 * d], [4 * d, d]], d) == "mlp down (4D -> D)"
+    assert torch_class("mkldnn::_linear_pointwise", [[d, 4 * d], [d, d], [d, 4 * d], [d], [], []], d) \
+        == "mlp down (4D -> D)"  # the fused addition: (x, other, weight, bias, ...), 64 rows
     assert torch_class("aten::addmm", [[d], [d, d], [d, d]], d) == "query/key/value/out"
     assert torch_class("aten::addmm", [[8], [d, d], [d, 8]], d) == "quantizer"  # v2's projection, 64 rows
     assert torch_class("aten::mm", [[10, d], [d, 4096]], d) == "quantizer"

@@ -72,8 +72,11 @@ def torch_class(name: str, shapes: Sequence[Sequence[int]], width: int) -> str:
     if "conv" in n:
         return "convolutions"
     if "linear" in n or n in ("aten::addmm", "aten::mm"):
-        # the weight as [out, in]: linear(x, weight, bias), addmm(bias, x, weight^T), mm(x, weight^T)
+        # the weight as [out, in]: linear(x, weight, bias), oneDNN's fused addition (x, other, weight, bias),
+        # addmm(bias, x, weight^T), mm(x, weight^T)
         at, transposed = {"aten::addmm": (2, True), "aten::mm": (1, True)}.get(n, (1, False))
+        if "linear" in n and len(shapes) > 2 and len(shapes[2]) == 2:
+            at = 2
         weight = list(shapes[at]) if len(shapes) > at else []
         weight = weight[::-1] if transposed else weight
         if weight == [4 * width, width]:
