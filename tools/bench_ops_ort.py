@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from bench import run_info  # tools/, beside this file
+from bench_ops import op_group
 
 logger = logging.getLogger("bench_ops_ort")
 
@@ -65,28 +66,26 @@ def ort_class(node: str, op: str) -> str:
 
 
 def torch_class(name: str, shapes: Sequence[Sequence[int]], width: int) -> str:
-    """The class of a profiler event of s3tok's forward, from its op name and input shapes."""
+    """The class of a profiler event of s3tok's forward: its :func:`bench_ops.op_group`, the products told
+    apart by their weight's shape."""
+    group = op_group(name)
+    if group != "linear":
+        return {"attention": "attention", "conv": "convolutions"}.get(group, "other")
     n = name.lower()
-    if "scaled_dot_product" in n or n in ("aten::bmm", "aten::baddbmm", "aten::_softmax"):
-        return "attention"
-    if "conv" in n:
-        return "convolutions"
-    if "linear" in n or n in ("aten::addmm", "aten::mm"):
-        # the weight as [out, in]: linear(x, weight, bias), oneDNN's fused addition (x, other, weight, bias),
-        # addmm(bias, x, weight^T), mm(x, weight^T)
-        at, transposed = {"aten::addmm": (2, True), "aten::mm": (1, True)}.get(n, (1, False))
-        if "linear" in n and len(shapes) > 2 and len(shapes[2]) == 2:
-            at = 2
-        weight = list(shapes[at]) if len(shapes) > at else []
-        weight = weight[::-1] if transposed else weight
-        if weight == [4 * width, width]:
-            return "mlp up (D -> 4D)"
-        if weight == [width, 4 * width]:
-            return "mlp down (4D -> D)"
-        if weight == [width, width]:
-            return "query/key/value/out"
-        return "quantizer"  # v1's codebook distances, v2/v3's projection to 8 values
-    return "other"
+    # the weight as [out, in]: linear(x, weight, bias), oneDNN's fused addition (x, other, weight, bias),
+    # addmm(bias, x, weight^T), mm(x, weight^T)
+    at, transposed = {"aten::addmm": (2, True), "aten::mm": (1, True)}.get(n, (1, False))
+    if "linear" in n and len(shapes) > 2 and len(shapes[2]) == 2:
+        at = 2
+    weight = list(shapes[at]) if len(shapes) > at else []
+    weight = weight[::-1] if transposed else weight
+    if weight == [4 * width, width]:
+        return "mlp up (D -> 4D)"
+    if weight == [width, 4 * width]:
+        return "mlp down (4D -> D)"
+    if weight == [width, width]:
+        return "query/key/value/out"
+    return "quantizer"  # v1's codebook distances, v2/v3's projection to 8 values
 
 
 def _least(runs: List[Dict[str, float]]) -> Dict[str, float]:
@@ -157,7 +156,7 @@ def compare(path: str, lengths: Sequence[int], threads: int, reps: int, pause: f
         theirs.append(ms)
     return {"model": path, "version": model.config.version, "lengths": list(lengths),
             "onnxruntime_ms": _least(theirs), "s3tok_ms": _least(ours),
-            "walls_s": {k: v for k, v in walls.items()}}
+            "walls_s": walls}
 
 
 def table(result: Dict[str, object]) -> List[str]:

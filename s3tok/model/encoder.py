@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -55,7 +56,7 @@ class Rows:
         self.index = valid.reshape(-1).nonzero().squeeze(1)
         self.positions = self.index % self.frames  # each packed row's frame within its item
         self.lengths = [int(n) for n in lengths]
-        self.starts = [sum(self.lengths[:i]) for i in range(self.batch)]
+        self.starts = [0, *itertools.accumulate(self.lengths[:-1])]
 
     def pack(self, x: Tensor) -> Tensor:
         """``[B, T, ...]`` (any strides) to ``[N, ...]``."""
