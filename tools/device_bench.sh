@@ -60,7 +60,10 @@
 #   tables 10: ~225 s (v3 has twice v2's blocks: about 1.5x in exact and speed). Call 2 (warm): env 5,
 #   three exports 35, exact 40 + 40 + 60, then phase 2 at 110 s a version (v3 ~150): a 420 s budget reaches
 #   all of v3 and v1_25hz's one-pass rows; the rest is skipped with a log line.
-# The first GPU call is the check of these estimates: steps.tsv has each step's seconds.
+# Checked on an H200 (16-core Xeon host, 2026-12-04, two calls as above, nothing skipped): call 1 took 134 s
+# (env 8, clip set 7, export 9, exact 41, tokenize 9 + 9, speed 30, speed4x 19); call 2 350 s of its 420 (exports
+# 9-14, exact 35-44, tokenize 8-10, speed 27-34, speed4x 16-17). The steps' estimates below are those seconds,
+# rounded up; steps.tsv of each call has them again.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -288,7 +291,7 @@ run() {
             log "no $wheels: run 'tools/device_bench.sh prepare' where there is network"
         fi
     fi
-    step env 5 60 python3 -c "$ENV_CHECK" "$device" || ABORT="the environment check failed"
+    step env 8 60 python3 -c "$ENV_CHECK" "$device" || ABORT="the environment check failed"
     [ -n "$ABORT" ] || ! command -v nvidia-smi > /dev/null || timeout 20 nvidia-smi >> "$LOG" 2>&1
     [ -d "$audio" ] || { log "no clips at $audio: run 'tools/device_bench.sh prepare'"; ABORT="no clips"; }
 
@@ -317,12 +320,12 @@ run() {
         model=$WORK/models/$v.onnx
         for dtype in fp32 bf16; do
             need "$model" "tokenize-$v-$dtype" && need "$clips/.done" "tokenize-$v-$dtype" \
-                && step "tokenize-$v-$dtype" 25 120 python3 -m s3tok.cli tokenize --wav_dir "$clips" \
+                && step "tokenize-$v-$dtype" 12 120 python3 -m s3tok.cli tokenize --wav_dir "$clips" \
                     --model "$model" --output_dir "$WORK/tokens/$v-$dtype" --overwrite --no_progress \
                     --device "$device" --dtype "$([ "$dtype" = fp32 ] && echo float32 || echo bfloat16)" \
                     --batch_size 128 --num_workers "$threads" --num_threads "$threads"
         done
-        need "$model" "speed-$v" && need "$clips/.done" "speed-$v" && step "speed-$v" 60 180 \
+        need "$model" "speed-$v" && need "$clips/.done" "speed-$v" && step "speed-$v" 40 180 \
             python3 tools/bench.py --model "$model" --wav_dir "$clips" --threads "$threads" --device "$device" \
             --runs 2 --batch_size 128 --num_workers "$threads" --engines s3tok-fp32,s3tok-bf16 \
             --json "$RES/speed_$v.json"
@@ -330,7 +333,7 @@ run() {
     # 3. the batch policy: bf16 again with 4x the frames per forward pass
     for v in $versions; do
         model=$WORK/models/$v.onnx
-        need "$model" "speed4x-$v" && need "$clips/.done" "speed4x-$v" && step "speed4x-$v" 30 120 \
+        need "$model" "speed4x-$v" && need "$clips/.done" "speed4x-$v" && step "speed4x-$v" 20 120 \
             python3 tools/bench.py --model "$model" --wav_dir "$clips" --threads "$threads" --device "$device" \
             --runs 2 --batch_size 512 --num_workers "$threads" --max_frames_per_batch 192000 \
             --engines s3tok-bf16 --json "$RES/speed4x_$v.json"
