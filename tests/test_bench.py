@@ -116,7 +116,12 @@ def test_frame_count_measures_padding(ref):
     model.quantize(x, lens, max_frames_per_forward=6000)
     # 7000 frames: windows 0..3000, 2600..5600, 5200..7000 (1800); budget 6000 -> [3000, 3000], [1800],
     # [300, 250] (250 >= 0.75 * 300: packed together, 50 frames of padding)
+    # On a CPU the blocks run a padded batch packed (no padded frame computed): no overhead there.
     assert model.frame_count.useful == 300 + 250 + 3000 + 3000 + 1800
+    assert model.frame_count.computed == model.frame_count.useful and model.frame_count.overhead == 1.0
+    model.encoder.pack_rows = False  # the padded path (as on a GPU) computes the 50 frames of padding
+    model.frame_count = FrameCount()
+    model.quantize(x, lens, max_frames_per_forward=6000)
     assert model.frame_count.computed == 2 * 3000 + 1800 + 2 * 300
     assert abs(model.frame_count.overhead - 8400 / 8350) < 1e-12
 

@@ -55,7 +55,8 @@ def group_segments(segments: Sequence[Segment], max_frames: int, max_items: int 
 
 @dataclass
 class FrameCount:
-    """Mel frames the encoder ran on: ``useful`` (the segments' own) and ``computed`` (with padding)."""
+    """Mel frames the encoder ran on: ``useful`` (the segments' own) and ``computed`` (with the padding that the
+    transformer blocks computed: none where they ran packed, on a CPU; the two convolutions always see it)."""
     useful: int = 0
     computed: int = 0
 
@@ -174,7 +175,10 @@ class S3Tokenizer(nn.Module):
         with ieee_fp32(self.device):  # no TF32 on a GPU: fp32 tokens as the official fp32 graph
             h, out_lens, rows = self.encoder.hidden(x, lengths, padded=padded, frames=frames)
             codes = self.quantizer(h)  # packed hidden states: no padded frame quantized
-            return (codes if rows is None else rows.unpack(codes[:, None])[..., 0]), out_lens
+        if frames is not None:  # for speed reports; packed rows compute no padding
+            self.frame_count.useful += sum(frames)
+            self.frame_count.computed += sum(frames) if rows is not None else len(frames) * mels.shape[-1]
+        return (codes if rows is None else rows.unpack(codes[:, None])[..., 0]), out_lens
 
     @torch.no_grad()
     def quantize(self, mels: Tensor, mels_lens: Tensor,
@@ -232,8 +236,6 @@ class S3Tokenizer(nn.Module):
                 batch[j, :, :seg.length] = mels[seg.item, :, seg.start:seg.start + seg.length]
         lens = torch.tensor([s.length for s in group], dtype=torch.int64)  # on the host
         codes, _ = self.forward_segments(batch, lens)
-        self.frame_count.useful += sum(s.length for s in group)
-        self.frame_count.computed += len(group) * longest
         return codes
 
     @staticmethod
