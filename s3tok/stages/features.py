@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
 
@@ -16,6 +15,7 @@ from s3tok.data import WavEntry, open_wav_entry
 from s3tok.data.ark import read_float_matrix
 from s3tok.data.audio import audio_source_name, log_mel_spectrogram, mel_frames, read_audio, to_mono
 from s3tok.data.sources import Utterance
+from s3tok.util.worker_threads import worker_pool
 
 if TYPE_CHECKING:
     from s3tok.stages.pipeline import RunStats
@@ -127,10 +127,10 @@ def featurized_chunks(chunks: Sequence[Sequence], featurize_one: Callable, num_w
                       fail: Callable[[str, str], None], stats: "RunStats",
                       device: Optional[torch.device] = None) -> Iterator[Tuple[Sequence, list]]:
     """``(chunk, features)`` for each chunk of items (with a ``key``), their features computed by
-    ``featurize_one`` in ``num_workers`` threads one chunk ahead, so the model is busy while the next decodes.
+    ``featurize_one`` in ``num_workers`` threads (one intra-op thread each) one chunk ahead, so the model is busy while the next decodes.
     An item that fails goes to ``fail(key, one-line reason)``; time spent waiting adds to
     ``stats.input_wait_seconds``. ``device``: made each thread's current CUDA device (:func:`bind_device`)."""
-    with ThreadPoolExecutor(max_workers=max(1, num_workers), initializer=bind_device, initargs=(device,)) as pool:
+    with worker_pool(num_workers, initializer=bind_device, initargs=(device,)) as pool:
         def submit(chunk: Sequence) -> list:
             return [(item, pool.submit(featurize_one, item)) for item in chunk]
 

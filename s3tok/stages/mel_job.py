@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -21,6 +20,7 @@ from s3tok.stages import protocol
 from s3tok.stages.features import featurize, one_line
 from s3tok.stages.protocol import Stage
 from s3tok.util.fsutil import atomic_write_lines, publish
+from s3tok.util.worker_threads import worker_pool
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def run_mel_job(utts: Sequence[Utterance], output_dir: PathLike, job: Optional[i
     frames: List[Tuple[str, int]] = []
 
     def rows() -> Iterator[Tuple[str, object]]:
-        with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool, \
+        with worker_pool(num_workers) as pool, \
                 tqdm(total=len(utts), unit="utt", disable=not progress) as bar:
             futures = [(u, pool.submit(featurize, u, base_dir)) for u in utts]
             for u, fut in futures:
