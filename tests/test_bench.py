@@ -278,3 +278,18 @@ def test_bench_machine_line_says_what_was_hidden(monkeypatch):
     line = tool("bench").machine_name()
     assert "AVX-512,AMX,AVX-VNNI hidden from every library by tools/as_avx2.sh" in line
     assert "torch kernels: " in line
+
+
+def test_bench_feed_smoke(ref, tmp_path):
+    """tools/bench_feed.py times both pools over the reference clips (its numbers are not asserted)."""
+    out = tmp_path / "f.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_feed.py"), "--wav_dir", str(ref / "audio"),
+                           "--threads", "2", "--workers", "2", "--rounds", "1", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["clips"] == len(list((ref / "audio").iterdir()))
+    for kind in ("plain", "one thread each"):
+        (p,) = result["passes"][kind]
+        assert p["wall_s"] > 0 and p["decode"] > 0 and p["log-mel"] > 0
+        assert f"| {kind} |" in proc.stdout
