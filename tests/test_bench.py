@@ -293,3 +293,28 @@ def test_bench_feed_smoke(ref, tmp_path):
         (p,) = result["passes"][kind]
         assert p["wall_s"] > 0 and p["decode"] > 0 and p["log-mel"] > 0
         assert f"| {kind} |" in proc.stdout
+
+
+@pytest.mark.slow
+def test_bench_ab_smoke(ref, tmp_path):
+    """tools/bench_ab.py runs an earlier source tree (a folder here) and this checkout, each against
+    onnxruntime, and tabulates both sides (its numbers are not asserted)."""
+    import shutil
+
+    before = tmp_path / "before"
+    for part in ("s3tok", "tools"):
+        shutil.copytree(ROOT / part, before / part, ignore=shutil.ignore_patterns("__pycache__"))
+    out = tmp_path / "ab.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_ab.py"), "--base", str(before),
+                           "--model", str(ref / "models" / "speech_tokenizer_v2_25hz.onnx"),
+                           "--wav_dir", str(ref / "audio"), "--threads", "1", "--rounds", "1", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    for side in ("before", "after"):
+        (run,) = result["runs"][side]
+        assert run["ratio"] > 0 and run["s3tok_rtf"] > 0 and f"| {side} |" in proc.stdout
+    bad = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_ab.py"), "--base", str(tmp_path / "nothing"),
+                          "--model", "m.onnx", "--wav_dir", str(ref / "audio")], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode != 0 and "nothing" in bad.stderr
