@@ -46,14 +46,16 @@ def test_dry_run(tmp_path):
     v = "v2_25hz"
     with tarfile.open(out / "device_bench.tar.gz") as archive:
         names = {n[2:] for n in archive.getnames() if n.startswith("./")}
-        expected = {f"exact_{v}.json", f"tokenize_{v}.json", f"speed_{v}.json", f"speed4x_{v}.json", "exact.md",
-                    "tokenize.md", "speed.md", "speed4x.md", "steps.tsv", "device_bench.log", "device_bench.md"}
+        expected = {f"exact_{v}.json", f"tokenize_{v}.json", f"speed_{v}.json", f"speed4x_{v}.json", f"cpu_ab_{v}.json",
+                    "exact.md", "tokenize.md", "speed.md", "speed4x.md", "cpu_ab.md", "steps.tsv", "device_bench.log",
+                    "device_bench.md"}
         assert expected <= names, expected - names
         steps = steps_table(archive)
         data = {n: json.load(archive.extractfile(f"./{n}")) for n in expected if n.endswith(".json")}
         tables = {n: archive.extractfile(f"./{n}").read().decode() for n in expected if n.endswith(".md")}
     plan = ["env", "clip-set", f"export-{v}", f"exact-{v}", f"tokenize-{v}-fp32", f"tokenize-{v}-bf16",
-            f"speed-{v}", f"speed4x-{v}", "table-exact", "table-speed", "table-speed4x", "table-tokenize"]
+            f"speed-{v}", f"speed4x-{v}", "clip-set-5m", f"cpu-ab-{v}", "table-exact", "table-speed", "table-speed4x",
+            f"table-cpu-ab-{v}", "table-tokenize"]
     assert list(steps) == plan
     assert all(s[0] == "ok" for s in steps.values()), steps
     log = (out / "device_bench.log").read_text()
@@ -73,6 +75,9 @@ def test_dry_run(tmp_path):
     assert "| v2_25hz | fp32 |" in tables["tokenize.md"] and "| s3tok bf16 |" in tables["speed.md"]
     summary = (out / "device_bench.md").read_text()
     assert "| exact-v2_25hz | ok |" in summary and "## tokenize" in summary and "## speed4x" in summary
+    ab = data[f"cpu_ab_{v}.json"]["runs"]  # phase 4: before (a copy of this tree in the dry run) and after
+    assert len(ab["before"]) == len(ab["after"]) == 2 and ab["before"][0]["source"] == "this checkout (dry run)"
+    assert "| before |" in tables["cpu_ab.md"] and "| after |" in tables["cpu_ab.md"] and "## cpu_ab" in summary
 
 
 def test_step_timeout_and_budget(tmp_path):

@@ -5,7 +5,8 @@ Each round runs ``tools/bench.py --engines ort-N,s3tok-fp32 --runs 1`` once from
 alternates: before, after; after, before; ...), so every process measures its own s3tok / onnxruntime ratio
 on the machine as it is at that moment; the medians of those ratios are compared. ``--base`` is a commit
 (checked out into a temporary git worktree, removed afterwards) or a folder holding an s3tok source tree
-(``s3tok/`` and ``tools/bench.py``, e.g. from ``git archive``). ``--prefix`` runs every process under a
+(``s3tok/`` and ``tools/bench.py``, e.g. from ``git archive``; a ``SOURCE`` file there names it in the table).
+``--prefix`` runs every process under a
 wrapper (``tools/as_avx2.sh``, ``taskset -c 0,1``).
 
   python tools/bench_ab.py --base 7e04c8d --model /tmp/v2.onnx --wav_dir /tmp/clips --rounds 3
@@ -43,6 +44,15 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default="", help="a wrapper for every process, e.g. 'tools/as_avx2.sh'")
     p.add_argument("--json", default=None, help="write the results here")
     return p
+
+
+def base_label(base: str, tree: Path) -> str:
+    """What the table calls the earlier tree: its commit, or what its ``SOURCE`` file says, or its folder."""
+    if not os.path.isdir(base):
+        got = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", base], capture_output=True, text=True)
+        return got.stdout.strip() or base
+    source = tree / "SOURCE"
+    return source.read_text().strip() if source.is_file() else str(tree)
 
 
 @contextmanager
@@ -105,6 +115,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for r in range(max(1, args.rounds)):
             for side in (SIDES if r % 2 == 0 else SIDES[::-1]):
                 got = one_process(trees[side], args, Path(tmp) / f"{side}_{r}.json")
+                if side == "before":  # its own bench.py may name the checkout around it (a folder in this one)
+                    got["source"] = base_label(args.base, before)
                 runs[side].append(got)
                 logger.info("round %d, %s (%s): s3tok %.1f, onnxruntime %.1f audio s/s: %.2f", r + 1, side,
                             got["source"], got["s3tok_rtf"], got["ort_rtf"], got["ratio"])

@@ -20,7 +20,12 @@
 #            speed_V.json   s3tok fp32 and bf16 on DEVICE over the clip set, best of 2 passes after a warm-up
 #                           clip (tools/bench.py --runs 2: RTF, GPU utilisation and memory)
 #         3. speed4x_V.json s3tok bf16 again with 4x the GPU default frames per forward pass (192000)
-#       and the tables exact.md, tokenize.md, speed.md, speed4x.md (tools/bench_report.py).
+#         4. cpu_ab_V.json  the host's own CPU held to 2 cores (taskset -c 0,1), first version only and only where
+#                           prepare left .gpu_bench/base: tools/bench_ab.py, s3tok before (AB_BASE, default
+#                           5a16927, the last commit before issue 20's CPU work) and after, each process against
+#                           onnxruntime batch 1 on a 5-minute set of 2-8 s clips, 2 rounds (issue 20's "no
+#                           regression on AMX": the GPU hosts lent so far are Xeons with AMX)
+#       and the tables exact.md, tokenize.md, speed.md, speed4x.md (tools/bench_report.py), cpu_ab.md.
 #   bash tools/device_bench.sh dry-run OUT
 #       here, on a CPU, in about a minute, no network, no .gpu_bench, no ../shared: the same steps, file layout
 #       and step limits (scaled to 50 %) with tools/make_test_set.py's 17 clips, a 2-minute clip set and a
@@ -68,6 +73,7 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CARRY=$ROOT/.gpu_bench
+AB_BASE=${AB_BASE:-5a16927}  # phase 4's "before": prepare exports it into .gpu_bench/base (AB_TREE)
 RESERVE=30         # seconds of the budget kept for the tables and the summary
 DRY_PCT=50         # the dry run's limits and budget, in % of the GPU ones
 
@@ -210,6 +216,15 @@ head = ("One `s3tok tokenize` process per row over the clip set, as a user runs 
 sys.exit(0 if found else 1)
 EOF
 
+# cpu_ab.md: each version's tools/bench_ab.py table under a heading (appended)
+read -r -d '' AB_REPORT << 'EOF'
+import json, sys
+result = json.load(open(sys.argv[1]))
+with open(sys.argv[3], "a") as f:
+    f.write(f"speech_tokenizer_{sys.argv[2]}, `{result['info']['command']}` on {result['info']['machine']}:\n\n")
+    f.write("\n".join(result["table"]) + "\n\n")
+EOF
+
 # the environment: versions, the device, the CPU (fails when an import or the device is missing)
 read -r -d '' ENV_CHECK << 'EOF'
 import os, platform, sys
@@ -232,6 +247,10 @@ tables() {  # VERSIONS: the markdown of each phase, then device_bench.md
         [ "${#files[@]}" -gt 0 ] && final_step "table-$kind" 30 python3 tools/bench_report.py "${files[@]}" \
             --out "$RES/$kind.md"
     done
+    for v in $1; do
+        [ -f "$RES/cpu_ab_$v.json" ] && final_step "table-cpu-ab-$v" 30 python3 -c "$AB_REPORT" "$RES/cpu_ab_$v.json" \
+            "$v" "$RES/cpu_ab.md"
+    done
     if grep -q "^tokenize-.*	ok	" "$RES/steps.tsv"; then
         final_step table-tokenize 30 python3 -c "$TOKENIZE_REPORT" "$RES" "$1"
     fi
@@ -249,7 +268,7 @@ summary() {  # ARGS: device_bench.md (in OUT and in the archive)
         echo "| step | status | seconds | limit s | estimate s |"
         echo "|---|---|---|---|---|"
         tail -n +2 "$RES/steps.tsv" | sed 's/\t/ | /g; s/^/| /; s/$/ |/'
-        for kind in exact tokenize speed speed4x; do
+        for kind in exact tokenize speed speed4x cpu_ab; do
             [ -f "$RES/$kind.md" ] && { echo; echo "## $kind"; echo; cat "$RES/$kind.md"; }
         done
     } > "$md"
@@ -338,6 +357,20 @@ run() {
             --runs 2 --batch_size 512 --num_workers "$threads" --max_frames_per_batch 192000 \
             --engines s3tok-bf16 --json "$RES/speed4x_$v.json"
     done
+    # 4. before and after on the host's CPU, two cores, the first version (where prepare left a base tree)
+    v=${versions%% *} model=$WORK/models/${versions%% *}.onnx tree=${AB_TREE:-$CARRY/base}
+    if [ ! -d "$tree/s3tok" ]; then
+        log "cpu-ab-$v: not run: no s3tok tree at $tree ('tools/device_bench.sh prepare' exports one)"
+    elif need "$model" "cpu-ab-$v"; then
+        if [ ! -f "$WORK/clips_5m/.done" ]; then
+            rm -rf "$WORK/clips_5m"
+            step clip-set-5m 5 60 python3 tools/make_clip_set.py --minutes 5 --out "$WORK/clips_5m" "$audio" \
+                && touch "$WORK/clips_5m/.done"
+        fi
+        need "$WORK/clips_5m/.done" "cpu-ab-$v" && step "cpu-ab-$v" 120 300 python3 tools/bench_ab.py \
+            --base "$tree" --prefix "taskset -c 0,1" --threads 2 --rounds 2 --model "$model" \
+            --wav_dir "$WORK/clips_5m" --json "$RES/cpu_ab_$v.json"
+    fi
     finish "$versions" run "$@"
 }
 
@@ -352,7 +385,10 @@ dry_run() {
     echo "dry run: tools/make_test_set.py into $WORK/set"
     python3 "$ROOT/tools/make_test_set.py" "$WORK/set" > "$WORK/make_test_set.log" 2>&1 \
         || { tail -20 "$WORK/make_test_set.log"; return 2; }
+    mkdir -p "$WORK/base" && cp -r "$ROOT/s3tok" "$ROOT/tools" "$WORK/base/"  # phase 4's "before": this tree
+    echo "this checkout (dry run)" > "$WORK/base/SOURCE"
     AUDIO=$WORK/set/audio MODEL_ARGS="--width 128 --heads 2 --depth 2" PCT=$DRY_PCT THREADS=${THREADS:-$(nproc)}
+    AB_TREE=$WORK/base
     run "$out" 2 cpu v2_25hz 330
     rc=$?
     [ -z "$own" ] || rm -rf "$own"
@@ -378,6 +414,9 @@ prepare() {
         audio=$CARRY/test_set/audio
     fi
     cp "$audio"/* "$CARRY/audio/" || return 1
+    rm -rf "$CARRY/base" && mkdir -p "$CARRY/base"  # phase 4's "before" (no git there: a plain tree)
+    git -C "$ROOT" archive "$AB_BASE" s3tok tools | tar -x -C "$CARRY/base" || return 1
+    git -C "$ROOT" rev-parse --short "$AB_BASE" > "$CARRY/base/SOURCE"
     rm -rf "$CARRY/test_set"
     du -sh "$CARRY"
 }
