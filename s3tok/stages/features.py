@@ -127,7 +127,8 @@ def featurized_chunks(chunks: Sequence[Sequence], featurize_one: Callable, num_w
                       fail: Callable[[str, str], None], stats: "RunStats",
                       device: Optional[torch.device] = None) -> Iterator[Tuple[Sequence, list]]:
     """``(chunk, features)`` for each chunk of items (with a ``key``), their features computed by
-    ``featurize_one`` in ``num_workers`` threads (one intra-op thread each) one chunk ahead, so the model is busy while the next decodes.
+    ``featurize_one`` in ``num_workers`` threads (one intra-op thread each) one chunk ahead, so the model is
+    busy while the next decodes.
     An item that fails goes to ``fail(key, one-line reason)``; time spent waiting adds to
     ``stats.input_wait_seconds``. ``device``: made each thread's current CUDA device (:func:`bind_device`)."""
     with worker_pool(num_workers, initializer=bind_device, initargs=(device,)) as pool:

@@ -3,10 +3,9 @@
 A Python thread that calls a parallel torch op (a resampling convolution, a log-mel, a dtype conversion)
 starts its own team of intra-op threads, as many as the process's ``torch.get_num_threads()``: N decode
 workers beside the model are N teams of N threads. The workers already work on different items in
-parallel, so each runs its ops on one thread (:func:`worker_pool`). Measured on a 2-core EPYC, 232 clips
-(20 min): with 2 threads and 2 workers, decoding and log-mel took 0.43-0.47 s of wall against 0.50-0.51 s;
-with 16 threads and 16 workers (a GPU machine's setting) resampling took 0.14 thread-seconds against 2.5,
-the log-mels 6.0-6.3 against 13-15, and the wall halved (0.65-0.70 s against 1.17-1.35).
+parallel, so each runs its ops on one thread (:func:`worker_pool`). ``tools/bench_feed.py`` on a 2-core EPYC,
+232 clips: 2 threads and 2 workers, 0.41 s of wall against 0.49 s; 16 and 16 (a GPU host's setting), 0.75 s
+against 1.30 s, and 0.12 s against 0.39 s where the workers only decode (docs/benchmarks.md).
 """
 from __future__ import annotations
 
