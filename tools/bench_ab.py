@@ -6,8 +6,7 @@ alternates: before, after; after, before; ...), so every process measures its ow
 on the machine as it is at that moment; the medians of those ratios are compared. ``--base`` is a commit
 (checked out into a temporary git worktree, removed afterwards) or a folder holding an s3tok source tree
 (``s3tok/`` and ``tools/bench.py``, e.g. from ``git archive``; a ``SOURCE`` file there names it in the table).
-``--prefix`` runs every process under a
-wrapper (``tools/as_avx2.sh``, ``taskset -c 0,1``).
+``--prefix`` runs every process under a wrapper (``tools/as_avx2.sh``, ``taskset -c 0,1``).
 
   python tools/bench_ab.py --base 7e04c8d --model /tmp/v2.onnx --wav_dir /tmp/clips --rounds 3
 """
@@ -24,7 +23,7 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from bench import run_info  # tools/, beside this file
 
@@ -46,23 +45,16 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def base_label(base: str, tree: Path) -> str:
-    """What the table calls the earlier tree: its commit, or what its ``SOURCE`` file says, or its folder."""
-    if not os.path.isdir(base):
-        got = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", base], capture_output=True, text=True)
-        return got.stdout.strip() or base
-    source = tree / "SOURCE"
-    return source.read_text().strip() if source.is_file() else str(tree)
-
-
 @contextmanager
-def source_tree(base: str) -> Iterator[Path]:
-    """``base`` as a folder: itself, or a temporary worktree of that commit (removed afterwards)."""
+def source_tree(base: str) -> Iterator[Tuple[Path, str]]:
+    """``base`` as a folder and what the table calls it: the folder itself (named by its ``SOURCE`` file, else
+    its path), or a temporary worktree of that commit (named by its short hash; removed afterwards)."""
     if os.path.isdir(base):
         tree = Path(base).resolve()
         if not (tree / "s3tok").is_dir() or not (tree / "tools" / "bench.py").is_file():
             raise SystemExit(f"--base {base}: no s3tok/ and tools/bench.py in that folder")
-        yield tree
+        source = tree / "SOURCE"
+        yield tree, source.read_text().strip() if source.is_file() else str(tree)
         return
     with tempfile.TemporaryDirectory(prefix="s3tok_ab_") as tmp:
         tree = Path(tmp) / "before"
@@ -71,7 +63,9 @@ def source_tree(base: str) -> Iterator[Path]:
         if made.returncode != 0:
             raise SystemExit(f"--base {base}: not a folder, and git cannot check it out: {made.stderr.strip()}")
         try:
-            yield tree
+            head = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                  text=True)
+            yield tree, head.stdout.strip() or base
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], capture_output=True)
 
@@ -110,13 +104,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     runs: Dict[str, List[Dict[str, float]]] = {side: [] for side in SIDES}
-    with source_tree(args.base) as before, tempfile.TemporaryDirectory(prefix="s3tok_ab_json_") as tmp:
+    with source_tree(args.base) as (before, label), tempfile.TemporaryDirectory(prefix="s3tok_ab_json_") as tmp:
         trees = {"before": before, "after": ROOT}
         for r in range(max(1, args.rounds)):
             for side in (SIDES if r % 2 == 0 else SIDES[::-1]):
                 got = one_process(trees[side], args, Path(tmp) / f"{side}_{r}.json")
                 if side == "before":  # its own bench.py may name the checkout around it (a folder in this one)
-                    got["source"] = base_label(args.base, before)
+                    got["source"] = label
                 runs[side].append(got)
                 logger.info("round %d, %s (%s): s3tok %.1f, onnxruntime %.1f audio s/s: %.2f", r + 1, side,
                             got["source"], got["s3tok_rtf"], got["ort_rtf"], got["ratio"])

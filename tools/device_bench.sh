@@ -358,7 +358,8 @@ run() {
             --engines s3tok-bf16 --json "$RES/speed4x_$v.json"
     done
     # 4. before and after on the host's CPU, two cores, the first version (where prepare left a base tree)
-    v=${versions%% *} model=$WORK/models/${versions%% *}.onnx tree=${AB_TREE:-$CARRY/base}
+    v=${versions%% *} tree=${AB_TREE:-$CARRY/base}
+    model=$WORK/models/$v.onnx
     if [ ! -d "$tree/s3tok" ]; then
         log "cpu-ab-$v: not run: no s3tok tree at $tree ('tools/device_bench.sh prepare' exports one)"
     elif need "$model" "cpu-ab-$v"; then
