@@ -23,7 +23,7 @@
 #         4. cpu_ab_V.json  the host's own CPU held to 2 cores (taskset -c 0,1), first version only and only where
 #                           prepare left .gpu_bench/base: tools/bench_ab.py, s3tok before (AB_BASE, default
 #                           5a16927, the last commit before issue 20's CPU work) and after, each process against
-#                           onnxruntime batch 1 on a 5-minute set of 2-8 s clips, 2 rounds (issue 20's "no
+#                           onnxruntime batch 1 on a 3-minute set of 2-8 s clips, 2 rounds (issue 20's "no
 #                           regression on AMX": the GPU hosts lent so far are Xeons with AMX)
 #       and the tables exact.md, tokenize.md, speed.md, speed4x.md (tools/bench_report.py), cpu_ab.md.
 #   bash tools/device_bench.sh dry-run OUT
@@ -68,7 +68,9 @@
 # Checked on an H200 (16-core Xeon host, 2026-12-04, two calls as above, nothing skipped): call 1 took 134 s
 # (env 8, clip set 7, export 9, exact 41, tokenize 9 + 9, speed 30, speed4x 19); call 2 350 s of its 420 (exports
 # 9-14, exact 35-44, tokenize 8-10, speed 27-34, speed4x 16-17). The steps' estimates below are those seconds,
-# rounded up; steps.tsv of each call has them again.
+# rounded up; steps.tsv of each call has them again. Second H200 session (2026-12-04, source 929fd62): call 1
+# ran phases 1-3 in 141 s as before, then phase 4 on a 5-minute set timed out at the 160 s its budget left
+# (45 s a process, 4 processes): now a 3-minute set, estimated 130 s.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -363,14 +365,14 @@ run() {
     if [ ! -d "$tree/s3tok" ]; then
         log "cpu-ab-$v: not run: no s3tok tree at $tree ('tools/device_bench.sh prepare' exports one)"
     elif need "$model" "cpu-ab-$v"; then
-        if [ ! -f "$WORK/clips_5m/.done" ]; then
-            rm -rf "$WORK/clips_5m"
-            step clip-set-5m 5 60 python3 tools/make_clip_set.py --minutes 5 --out "$WORK/clips_5m" "$audio" \
-                && touch "$WORK/clips_5m/.done"
+        if [ ! -f "$WORK/clips_3m/.done" ]; then
+            rm -rf "$WORK/clips_3m"
+            step clip-set-3m 5 60 python3 tools/make_clip_set.py --minutes 3 --out "$WORK/clips_3m" "$audio" \
+                && touch "$WORK/clips_3m/.done"
         fi
-        need "$WORK/clips_5m/.done" "cpu-ab-$v" && step "cpu-ab-$v" 120 300 python3 tools/bench_ab.py \
+        need "$WORK/clips_3m/.done" "cpu-ab-$v" && step "cpu-ab-$v" 130 300 python3 tools/bench_ab.py \
             --base "$tree" --prefix "taskset -c 0,1" --threads 2 --rounds 2 --model "$model" \
-            --wav_dir "$WORK/clips_5m" --json "$RES/cpu_ab_$v.json"
+            --wav_dir "$WORK/clips_3m" --json "$RES/cpu_ab_$v.json"
     fi
     finish "$versions" run "$@"
 }
