@@ -8,7 +8,9 @@ the CPU (AMX, AVX-512, AVX2 only), the library versions and the shapes: on an AV
 exact GELU costs more than it saves. So each process times them once per dtype and model width, at
 the shapes of a transformer block's feed-forward pair, and keeps the fastest (:func:`cpu_kernel`).
 ``S3TOK_CPU_LINEAR=fused``, ``onednn`` or ``aten`` skips the timing. The oneDNN kernels read each weight
-reordered once into oneDNN's blocked layout (:func:`onednn_weight`), not reordered on every call.
+reordered once into oneDNN's blocked layout (:func:`onednn_weight`), not reordered on every call; the
+plain weight's pages, mapped from the converted-weights file, are then given back to the page cache
+(:mod:`s3tok.util.file_pages`), so the two copies do not both stay resident.
 
 In fp32, ``fused`` and ``onednn`` give the same bits (same product, same GELU, same single addition). In
 bf16 a separate GELU or addition would round the product once more, so narrower dtypes choose between
@@ -28,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.weak import WeakIdKeyDictionary
+
+from s3tok.util.file_pages import release_file_pages
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +77,8 @@ def onednn_weight(weight: Tensor) -> Tensor:
     """``weight`` reordered once into the blocked layout oneDNN's products read (kept beside it while it
     lives, made again when it is changed in place), so that no call reorders it again; the plain weight
     where this torch build cannot reorder. The products give the same bits either way; it costs a second
-    copy of the linear layers' weights in memory. A weight made under ``torch.inference_mode`` has no
+    copy of the linear layers' weights in memory, unless the plain one is file-backed (a model loaded from
+    the cache): its clean pages are then released (:func:`release_file_pages`). A weight made under ``torch.inference_mode`` has no
     version counter: a change in place to it is not seen (replace it instead)."""
     version = None if weight.is_inference() else weight._version
     with _packed_lock:
@@ -84,6 +89,8 @@ def onednn_weight(weight: Tensor) -> Tensor:
         packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)
     except (AttributeError, RuntimeError):
         packed = weight
+    else:  # inference reads the reordered copy: the plain one's file pages need not stay resident
+        release_file_pages(weight.detach())
     with _packed_lock:
         _packed[weight] = (version, packed)
     return packed

@@ -1,0 +1,108 @@
+"""Resident memory of weights read from a file: give back the pages of a copy the process no longer reads.
+
+The converted weights are memory-mapped from the cache's safetensors file (``load_file`` copies nothing),
+so a weight's pages become resident (and count in the process's RSS) once something reads them. On a CPU
+the linear layers' products read a reordered copy (:func:`s3tok.model.linear.onednn_weight`); after the
+reorder the plain weight is not read again by inference, yet its pages stay resident: a second copy of
+the linear weights in RSS (450-950 MB for the four models). :func:`release_file_pages` unmaps those pages
+from this process (``madvise(MADV_DONTNEED)``); they stay in the page cache, shared with other processes,
+and a later read (moving the model to a GPU, saving it, an autograd call) faults them back in unchanged.
+
+Only clean pages of the file are released, as ``/proc/self/pagemap`` marks them: a page written to in
+place (a private copy of the file's page) or any anonymous memory would lose its contents under
+``MADV_DONTNEED``, so such pages are left alone; so is every page where the pagemap cannot be read.
+The kernel may evict clean file pages on its own under memory pressure; this does the same, earlier.
+Linux only; elsewhere it does nothing.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import platform
+from typing import Iterator, Optional, Tuple
+
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+ENV = "S3TOK_RELEASE_FILE_PAGES"  # 0: keep every page resident
+MADV_DONTNEED = 4
+PRESENT, SWAPPED, FILE_OR_SHARED = 1 << 63, 1 << 62, 1 << 61  # pagemap entry bits (Documentation/admin-guide/mm/pagemap)
+MIN_BYTES = 1 << 20  # smaller tensors are not worth two system calls
+
+_madvise = None
+_disabled_reason: Optional[str] = None
+
+
+def _libc_madvise():
+    global _madvise, _disabled_reason
+    if _madvise is None and _disabled_reason is None:
+        if platform.system() != "Linux":
+            _disabled_reason = f"not Linux ({platform.system()})"
+        else:
+            try:
+                fn = ctypes.CDLL(None, use_errno=True).madvise
+                fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
+                _madvise = fn
+            except (OSError, AttributeError) as e:
+                _disabled_reason = f"no madvise in the C library ({e})"
+    return _madvise
+
+
+def file_page_runs(start: int, npages: int, page: int) -> Iterator[Tuple[int, int]]:
+    """``(address, pages)`` runs of present, clean file pages among ``npages`` pages from ``start``
+    (page-aligned), read from ``/proc/self/pagemap``. Raises OSError where it cannot be read."""
+    with open("/proc/self/pagemap", "rb", buffering=0) as f:
+        f.seek(start // page * 8)
+        done = 0
+        run_start, run_len = 0, 0
+        while done < npages:
+            want = min(npages - done, 1 << 16)
+            raw = f.read(want * 8)
+            if len(raw) != want * 8:
+                raise OSError(f"/proc/self/pagemap: short read ({len(raw)} of {want * 8} bytes)")
+            for i, entry in enumerate(memoryview(raw).cast("Q")):
+                addr = start + (done + i) * page
+                clean_file = entry & PRESENT and entry & FILE_OR_SHARED and not entry & SWAPPED
+                if clean_file:
+                    if run_len == 0:
+                        run_start = addr
+                    run_len += 1
+                elif run_len:
+                    yield run_start, run_len
+                    run_len = 0
+            done += want
+        if run_len:
+            yield run_start, run_len
+
+
+def release_file_pages(t: Tensor) -> int:
+    """Unmap from this process the resident, clean file-backed pages wholly inside ``t``'s memory; returns
+    the bytes released (0 where none are file-backed, off Linux, for small or non-CPU tensors, or with
+    ``$S3TOK_RELEASE_FILE_PAGES=0``). The values of ``t`` do not change."""
+    if os.environ.get(ENV, "1") == "0" or t.device.type != "cpu" or t.is_mkldnn or not t.is_contiguous():
+        return 0
+    nbytes = t.numel() * t.element_size()
+    if nbytes < MIN_BYTES:
+        return 0
+    madvise = _libc_madvise()
+    if madvise is None:
+        logger.debug("file pages kept resident: %s", _disabled_reason)
+        return 0
+    page = os.sysconf("SC_PAGE_SIZE")
+    ptr = t.data_ptr()
+    start, end = -(-ptr // page) * page, (ptr + nbytes) // page * page  # whole pages inside the tensor
+    if end <= start:
+        return 0
+    released = 0
+    try:
+        for addr, n in file_page_runs(start, (end - start) // page, page):
+            if madvise(addr, n * page, MADV_DONTNEED) != 0:
+                err = ctypes.get_errno()
+                logger.debug("madvise(%#x, %d pages): %s; pages kept", addr, n, os.strerror(err))
+                return released
+            released += n * page
+    except OSError as e:
+        logger.debug("file pages kept resident: %s", e)
+    return released
