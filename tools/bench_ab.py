@@ -83,20 +83,22 @@ def one_process(tree: Path, args: argparse.Namespace, out: Path) -> Dict[str, fl
     rows = {r["engine"]: r for r in result["rows"]}
     ort, ours = rows["ort-N"], rows["s3tok-fp32"]
     return {"ratio": ours["rtf"] / ort["rtf"], "s3tok_rtf": ours["rtf"], "ort_rtf": ort["rtf"],
-            "s3tok_rss_mb": ours.get("peak_rss_mb"), "source": result["info"].get("source")}
+            "s3tok_rss_mb": ours.get("peak_rss_mb"), "ort_rss_mb": ort.get("peak_rss_mb"),
+            "source": result["info"].get("source")}
 
 
 def report(runs: Dict[str, List[Dict[str, float]]]) -> List[str]:
     """The table: each round's ratio per side, then the medians."""
     lines = ["| side | s3tok / onnxruntime, round by round | median | s3tok audio s/s, median | s3tok peak RSS MB, max "
-             "| source |", "|---|---|---|---|---|---|"]
+             "| onnxruntime peak RSS MB, max | source |", "|---|---|---|---|---|---|---|"]
     for side in SIDES:
         rs = runs[side]
         ratios = ", ".join(f"{r['ratio']:.2f}" for r in rs)
         lines.append(f"| {side} | {ratios} | "
                      f"{statistics.median(r['ratio'] for r in rs):.2f} | "
                      f"{statistics.median(r['s3tok_rtf'] for r in rs):.1f} | "
-                     f"{max((r['s3tok_rss_mb'] or 0) for r in rs):.0f} | {rs[0]['source']} |")
+                     f"{max((r['s3tok_rss_mb'] or 0) for r in rs):.0f} | "
+                     f"{max((r.get('ort_rss_mb') or 0) for r in rs):.0f} | {rs[0]['source']} |")
     return lines
 
 
