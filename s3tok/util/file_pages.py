@@ -22,6 +22,7 @@ import os
 import platform
 from typing import Iterator, Optional, Tuple
 
+import numpy as np
 from torch import Tensor
 
 logger = logging.getLogger(__name__)
@@ -55,26 +56,14 @@ def file_page_runs(start: int, npages: int, page: int) -> Iterator[Tuple[int, in
     (page-aligned), read from ``/proc/self/pagemap``. Raises OSError where it cannot be read."""
     with open("/proc/self/pagemap", "rb", buffering=0) as f:
         f.seek(start // page * 8)
-        done = 0
-        run_start, run_len = 0, 0
-        while done < npages:
-            want = min(npages - done, 1 << 16)
-            raw = f.read(want * 8)
-            if len(raw) != want * 8:
-                raise OSError(f"/proc/self/pagemap: short read ({len(raw)} of {want * 8} bytes)")
-            for i, entry in enumerate(memoryview(raw).cast("Q")):
-                addr = start + (done + i) * page
-                clean_file = entry & PRESENT and entry & FILE_OR_SHARED and not entry & SWAPPED
-                if clean_file:
-                    if run_len == 0:
-                        run_start = addr
-                    run_len += 1
-                elif run_len:
-                    yield run_start, run_len
-                    run_len = 0
-            done += want
-        if run_len:
-            yield run_start, run_len
+        raw = f.read(npages * 8)
+    if len(raw) != npages * 8:
+        raise OSError(f"/proc/self/pagemap: short read ({len(raw)} of {npages * 8} bytes)")
+    entries = np.frombuffer(raw, dtype=np.uint64)
+    clean = ((entries & np.uint64(PRESENT | FILE_OR_SHARED | SWAPPED)) == np.uint64(PRESENT | FILE_OR_SHARED))
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], clean.view(np.int8), [0]))))  # run starts, ends
+    for lo, hi in zip(edges[::2].tolist(), edges[1::2].tolist()):
+        yield start + lo * page, hi - lo
 
 
 def release_file_pages(t: Tensor) -> int:
