@@ -76,9 +76,6 @@ def load_model(path_or_name: Union[str, os.PathLike], device: Union[None, str, t
                     hub.save_converted(hub.converted_dir(sha), meta["config"], state_dict, _provenance(imported, sha))
                 except OSError as e:
                     logger.warning("cannot write the converted-weights cache (%s); continuing without it", e)
-                else:  # the weights as every later load has them: mapped from the file, pages the CPU can give back
-                    state_dict = (_read_cache(hub.converted_dir(sha)) or (None, state_dict))[1]
-                    del imported
     config = S3Config.from_dict(meta["config"])
     model = S3Tokenizer.from_weights(config, state_dict)
     model.source = origin

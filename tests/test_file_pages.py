@@ -105,34 +105,3 @@ def test_a_model_from_a_converted_folder_keeps_one_copy_resident(tmp_path, monke
         assert resident <= total - linear_bytes + (1 << 20)
     else:
         assert resident >= linear_bytes
-
-
-def backing_file(t: torch.Tensor) -> str:
-    """The path of the mapping that holds ``t``'s first byte ('' for anonymous memory)."""
-    ptr = t.data_ptr()
-    with open("/proc/self/maps") as f:
-        for line in f:
-            fields = line.split()
-            lo, hi = (int(x, 16) for x in fields[0].split("-"))
-            if lo <= ptr < hi:
-                return fields[5] if len(fields) >= 6 else ""
-    return ""
-
-
-def test_the_first_load_of_an_onnx_file_runs_on_the_weights_it_cached(tmp_path, monkeypatch):
-    """The load that converts an ONNX file reads the weights back from the cache it wrote, so that its
-    process, too, keeps one copy of the linear weights resident (its parsed copy was anonymous memory)."""
-    from s3tok.modelfiles.onnx_export import export_onnx
-
-    monkeypatch.setenv("S3TOK_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(lin, "_chosen", {(torch.float32, 512): "onednn"})
-    src = random_model("speech_tokenizer_v2_25hz", width=512, depth=2)
-    export_onnx(src, tmp_path / "m.onnx", random_init=True)
-    model = s3tok.load_model(tmp_path / "m.onnx")
-    weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear) and m.weight.numel() >= 1 << 18]
-    cached = list((tmp_path / "home").rglob("model.safetensors"))
-    assert len(cached) == 1 and len(weights) == 12
-    assert {backing_file(w) for w in weights} == {str(cached[0])}
-    mels = torch.randn(1, 128, 600, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(model.quantize(mels, torch.tensor([600]))[0], src.quantize(mels, torch.tensor([600]))[0])
-    assert mapped_rss(cached[0]) <= cached[0].stat().st_size - sum(w.numel() * 4 for w in weights) + (1 << 20)
