@@ -105,3 +105,14 @@ def test_a_model_from_a_converted_folder_keeps_one_copy_resident(tmp_path, monke
         assert resident <= total - linear_bytes + (1 << 20)
     else:
         assert resident >= linear_bytes
+
+
+def test_the_page_map_is_read_in_bounded_pieces(tmp_path, monkeypatch):
+    """Runs that cross a read's boundary are still all released (as two runs)."""
+    monkeypatch.setattr(file_pages, "PAGEMAP_CHUNK", 100)
+    n = 4 << 20
+    t, path = file_tensor(tmp_path, n)
+    t.sum()
+    assert release_file_pages(t) >= n * 4 - 2 * PAGE
+    assert mapped_rss(path) <= 2 * PAGE
+    assert torch.equal(t, torch.arange(n, dtype=torch.float32))

@@ -31,6 +31,7 @@ ENV = "S3TOK_RELEASE_FILE_PAGES"  # 0: keep every page resident
 MADV_DONTNEED = 4
 PRESENT, SWAPPED, FILE_OR_SHARED = 1 << 63, 1 << 62, 1 << 61  # pagemap entry bits (Documentation/admin-guide/mm/pagemap)
 MIN_BYTES = 1 << 20  # smaller tensors are not worth two system calls
+PAGEMAP_CHUNK = 1 << 18  # pages per read of the page map (2 MB of entries, 1 GB of memory with 4 KB pages)
 
 _madvise = None
 _disabled_reason: Optional[str] = None
@@ -55,15 +56,18 @@ def file_page_runs(start: int, npages: int, page: int) -> Iterator[Tuple[int, in
     """``(address, pages)`` runs of present, clean file pages among ``npages`` pages from ``start``
     (page-aligned), read from ``/proc/self/pagemap``. Raises OSError where it cannot be read."""
     with open("/proc/self/pagemap", "rb", buffering=0) as f:
-        f.seek(start // page * 8)
-        raw = f.read(npages * 8)
-    if len(raw) != npages * 8:
-        raise OSError(f"/proc/self/pagemap: short read ({len(raw)} of {npages * 8} bytes)")
-    entries = np.frombuffer(raw, dtype=np.uint64)
-    clean = ((entries & np.uint64(PRESENT | FILE_OR_SHARED | SWAPPED)) == np.uint64(PRESENT | FILE_OR_SHARED))
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], clean.view(np.int8), [0]))))  # run starts, ends
-    for lo, hi in zip(edges[::2].tolist(), edges[1::2].tolist()):
-        yield start + lo * page, hi - lo
+        for first in range(0, npages, PAGEMAP_CHUNK):  # a bounded read at a time (8 bytes a page)
+            n = min(PAGEMAP_CHUNK, npages - first)
+            f.seek((start // page + first) * 8)
+            raw = f.read(n * 8)
+            if len(raw) != n * 8:
+                raise OSError(f"/proc/self/pagemap: short read ({len(raw)} of {n * 8} bytes)")
+            entries = np.frombuffer(raw, dtype=np.uint64)
+            keep = np.uint64(PRESENT | FILE_OR_SHARED)
+            clean = (entries & np.uint64(PRESENT | FILE_OR_SHARED | SWAPPED)) == keep
+            edges = np.flatnonzero(np.diff(np.concatenate(([0], clean.view(np.int8), [0]))))  # run starts, ends
+            for lo, hi in zip(edges[::2].tolist(), edges[1::2].tolist()):
+                yield start + (first + lo) * page, hi - lo
 
 
 def release_file_pages(t: Tensor) -> int:
@@ -85,8 +89,8 @@ def release_file_pages(t: Tensor) -> int:
     if end <= start:
         return 0
     released = 0
-    try:
-        for addr, n in file_page_runs(start, (end - start) // page, page):
+    try:  # the whole map first: unmapping part of a huge page unmaps all of it, later entries would miss it
+        for addr, n in list(file_page_runs(start, (end - start) // page, page)):
             if madvise(addr, n * page, MADV_DONTNEED) != 0:
                 err = ctypes.get_errno()
                 logger.debug("madvise(%#x, %d pages): %s; pages kept", addr, n, os.strerror(err))
