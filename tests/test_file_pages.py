@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 from pathlib import Path
+from typing import Tuple
 
 import pytest
 import torch
@@ -34,7 +35,8 @@ def mapped_rss(path: Path) -> int:
     return total
 
 
-def file_tensor(tmp_path: Path, n: int) -> torch.Tensor:
+def file_tensor(tmp_path: Path, n: int) -> Tuple[torch.Tensor, Path]:
+    """``n`` float32 values 0..n-1 written to a file, and a tensor mapped from it (private, copy on write)."""
     path = tmp_path / "w.bin"
     torch.arange(n, dtype=torch.float32).numpy().tofile(path)
     return torch.from_file(str(path), shared=False, size=n, dtype=torch.float32), path

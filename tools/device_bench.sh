@@ -295,7 +295,7 @@ run() {
     local out=${1:?usage: tools/device_bench.sh run OUT [MINUTES] [DEVICE] [VERSIONS] [BUDGET_S]}
     local minutes=${2:-120} device=${3:-cuda} versions=${4:-v2_25hz} budget=${5:-330}
     local audio=${AUDIO:-$CARRY/audio} threads=${THREADS:-$(nproc)} model_args=${MODEL_ARGS:-}
-    local clips v dtype model
+    local clips v dtype model tree ab_clips
     init "$out" "$budget"
     log "run $out minutes=$minutes device=$device versions='$versions' budget=$BUDGET s (limits at $PCT %)" \
         "threads=$threads work=$WORK"
@@ -361,18 +361,18 @@ run() {
     done
     # 4. before and after on the host's CPU, two cores, the first version (where prepare left a base tree)
     v=${versions%% *} tree=${AB_TREE:-$CARRY/base}
-    model=$WORK/models/$v.onnx
+    model=$WORK/models/$v.onnx ab_clips=$WORK/clips_3m
     if [ ! -d "$tree/s3tok" ]; then
         log "cpu-ab-$v: not run: no s3tok tree at $tree ('tools/device_bench.sh prepare' exports one)"
     elif need "$model" "cpu-ab-$v"; then
-        if [ ! -f "$WORK/clips_3m/.done" ]; then
-            rm -rf "$WORK/clips_3m"
-            step clip-set-3m 5 60 python3 tools/make_clip_set.py --minutes 3 --out "$WORK/clips_3m" "$audio" \
-                && touch "$WORK/clips_3m/.done"
+        if [ ! -f "$ab_clips/.done" ]; then
+            rm -rf "$ab_clips"
+            step clip-set-3m 5 60 python3 tools/make_clip_set.py --minutes 3 --out "$ab_clips" "$audio" \
+                && touch "$ab_clips/.done"
         fi
-        need "$WORK/clips_3m/.done" "cpu-ab-$v" && step "cpu-ab-$v" 130 300 python3 tools/bench_ab.py \
+        need "$ab_clips/.done" "cpu-ab-$v" && step "cpu-ab-$v" 130 300 python3 tools/bench_ab.py \
             --base "$tree" --prefix "taskset -c 0,1" --threads 2 --rounds 2 --model "$model" \
-            --wav_dir "$WORK/clips_3m" --json "$RES/cpu_ab_$v.json"
+            --wav_dir "$ab_clips" --json "$RES/cpu_ab_$v.json"
     fi
     finish "$versions" run "$@"
 }

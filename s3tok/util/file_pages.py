@@ -17,10 +17,11 @@ Linux only; elsewhere it does nothing.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import platform
-from typing import Iterator, Optional, Tuple
+from typing import Callable, Iterator, Optional, Tuple
 
 import numpy as np
 from torch import Tensor
@@ -33,23 +34,18 @@ PRESENT, SWAPPED, FILE_OR_SHARED = 1 << 63, 1 << 62, 1 << 61  # pagemap entry bi
 MIN_BYTES = 1 << 20  # smaller tensors are not worth two system calls
 PAGEMAP_CHUNK = 1 << 18  # pages per read of the page map (2 MB of entries, 1 GB of memory with 4 KB pages)
 
-_madvise = None
-_disabled_reason: Optional[str] = None
 
-
-def _libc_madvise():
-    global _madvise, _disabled_reason
-    if _madvise is None and _disabled_reason is None:
-        if platform.system() != "Linux":
-            _disabled_reason = f"not Linux ({platform.system()})"
-        else:
-            try:
-                fn = ctypes.CDLL(None, use_errno=True).madvise
-                fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
-                _madvise = fn
-            except (OSError, AttributeError) as e:
-                _disabled_reason = f"no madvise in the C library ({e})"
-    return _madvise
+@functools.lru_cache(maxsize=None)
+def _libc_madvise() -> Tuple[Optional[Callable[..., int]], str]:
+    """The C library's ``madvise`` (once per process), or None and why it is not there."""
+    if platform.system() != "Linux":
+        return None, f"not Linux ({platform.system()})"
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError) as e:
+        return None, f"no madvise in the C library ({e})"
+    fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
+    return fn, ""
 
 
 def file_page_runs(start: int, npages: int, page: int) -> Iterator[Tuple[int, int]]:
@@ -63,8 +59,7 @@ def file_page_runs(start: int, npages: int, page: int) -> Iterator[Tuple[int, in
             if len(raw) != n * 8:
                 raise OSError(f"/proc/self/pagemap: short read ({len(raw)} of {n * 8} bytes)")
             entries = np.frombuffer(raw, dtype=np.uint64)
-            keep = np.uint64(PRESENT | FILE_OR_SHARED)
-            clean = (entries & np.uint64(PRESENT | FILE_OR_SHARED | SWAPPED)) == keep
+            clean = (entries & np.uint64(PRESENT | FILE_OR_SHARED | SWAPPED)) == np.uint64(PRESENT | FILE_OR_SHARED)
             edges = np.flatnonzero(np.diff(np.concatenate(([0], clean.view(np.int8), [0]))))  # run starts, ends
             for lo, hi in zip(edges[::2].tolist(), edges[1::2].tolist()):
                 yield start + (first + lo) * page, hi - lo
@@ -79,9 +74,9 @@ def release_file_pages(t: Tensor) -> int:
     nbytes = t.numel() * t.element_size()
     if nbytes < MIN_BYTES:
         return 0
-    madvise = _libc_madvise()
+    madvise, why_not = _libc_madvise()
     if madvise is None:
-        logger.debug("file pages kept resident: %s", _disabled_reason)
+        logger.debug("file pages kept resident: %s", why_not)
         return 0
     page = os.sysconf("SC_PAGE_SIZE")
     ptr = t.data_ptr()
