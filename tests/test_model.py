@@ -108,28 +108,6 @@ def test_attention_runs_item_by_item(version, monkeypatch):
         assert codes[i, :code_lens[i]].tolist() == alone[0, :alone_len[0]].tolist(), f"item {i}"
 
 
-@pytest.mark.parametrize("t", [719, 720, 750, 767, 768])
-def test_cpu_attention_pads_queries_to_wide_blocks(t, monkeypatch):
-    """fp32 attention of 720-767 queries on a CPU runs on queries padded with zero rows to 768 (where PyTorch's
-    flash kernel takes 256-row query blocks, faster than its 64-row ones); the real rows keep their bits."""
-    import s3tok.model.encoder as encoder_module
-
-    attn = random_model("speech_tokenizer_v2_25hz").encoder.blocks[0].attn
-    gen = torch.Generator().manual_seed(t)
-    q, k, v = (torch.randn(2, t, attn.heads, attn.head_dim, generator=gen) for _ in range(3))
-    seen = []
-    real_sdpa = encoder_module.F.scaled_dot_product_attention
-    monkeypatch.setattr(encoder_module.F, "scaled_dot_product_attention",
-                        lambda q, *a, **kw: seen.append(q.shape[2]) or real_sdpa(q, *a, **kw))
-    padded = attn._attend(q, k, v, None)
-    monkeypatch.setattr(encoder_module, "PAD_QUERIES_FROM", 10 ** 9)
-    plain = attn._attend(q, k, v, None)
-    assert seen == [768 if 720 <= t < 768 else t, t]
-    assert padded.shape == plain.shape == q.shape
-    assert torch.equal(padded, plain)
-    assert encoder_module.query_padding(q.transpose(1, 2).to(torch.bfloat16)) == 0  # measured for fp32 only
-
-
 def test_padding_leak_is_detected():
     """Sanity check of the test above: without the key mask the batch changes the short item's tokens."""
     model = random_model("speech_tokenizer_v2_25hz")

@@ -37,22 +37,6 @@ def sdpa_backends(device: torch.device, dtype: torch.dtype) -> Optional[List[SDP
     return None
 
 
-# PyTorch's CPU flash attention (torch 2.x) cuts the queries into blocks of 64 rows below 768 queries and of
-# 256 rows from 768 on, where its products run faster: 750 queries (a 30 s window of a 25 Hz model) take
-# longer than 768. From PAD_QUERIES_FROM on, the queries are padded with zero rows up to the wide blocks
-# (each query row is attended on its own: the real rows' results are the same; docs/benchmarks.md).
-WIDE_QUERY_BLOCKS = 768
-PAD_QUERIES_FROM = 720
-
-
-def query_padding(q: Tensor) -> int:
-    """Zero query rows to append to ``q [B, H, T, Dh]`` before SDPA (:data:`PAD_QUERIES_FROM`; fp32 on a CPU,
-    where it was measured), or 0."""
-    t = q.shape[-2]
-    band = PAD_QUERIES_FROM <= t < WIDE_QUERY_BLOCKS
-    return WIDE_QUERY_BLOCKS - t if band and q.device.type == "cpu" and q.dtype == torch.float32 else 0
-
-
 def length_mask(lengths: Tensor, max_len: int) -> Tensor:
     """Boolean ``[B, max_len]``, True on real (non-padded) positions."""
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
@@ -176,12 +160,10 @@ class Attention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if self.use_sdpa:  # the kernel scales the scores by head_dim^-0.5 itself
             backends = sdpa_backends(q.device, q.dtype)
-            t, pad = q.shape[-2], query_padding(q)
             with sdpa_kernel(backends) if backends else contextlib.nullcontext():
-                o = F.scaled_dot_product_attention(F.pad(q, (0, 0, 0, pad)) if pad else q, k, v,
+                o = F.scaled_dot_product_attention(q, k, v,
                                                    attn_mask=None if key_bias is None else key_bias.to(q.dtype),
                                                    scale=self.head_dim ** -0.5)
-            o = o[..., :t, :] if pad else o
         else:  # the official order: q and k each scaled by head_dim^-0.25
             scale = self.head_dim ** -0.25
             w = ((q * scale) @ (k * scale).transpose(-1, -2)).float()
