@@ -17,10 +17,9 @@ _EXPORTS = {
     "available_models": ".api", "load_model": ".api",
     "AudioError": ".data.audio", "load_audio": ".data.audio", "log_mel_spectrogram": ".data.audio", "padding": ".data.audio",
     "S3Config": ".model", "S3Tokenizer": ".model", "keep_freed_memory": ".util.cpu_memory",
-    "bound_onednn_caches": ".util.cpu_memory",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = sorted([*_EXPORTS, "__version__", "bound_onednn_caches"])
 
 
 def __getattr__(name: str) -> Any:

@@ -15,10 +15,8 @@ its buffers, and a CPU run's memory grows for hours (v2, 2 h of 2-8 s clips: 1.0
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
-import platform
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +41,9 @@ def keep_freed_memory(trim_mb: int = 256, top_pad_mb: int = 128) -> bool:
     if os.environ.get(ENV, "1") == "0":
         logger.debug("%s=0: malloc left as it is", ENV)
         return False
+    import ctypes  # here, not at the top: ``import s3tok`` loads this module (bound_onednn_caches) for every tool
+    import platform
+
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     try:
