@@ -2,6 +2,7 @@
 only keys whose input is unchanged, interrupted runs leave nothing behind, merged sets are consistent."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -133,3 +134,25 @@ def test_killed_compute_mel_leftovers_are_removed(ref, tmp_path):
     assert compute_mel_cli.main(["--wav_scp", str(scp), "--output_dir", str(out), "--num_jobs", "1", "--job", "1",
                                  "--no_progress"]) == 0
     assert not stray.exists() and (out / "feats.1.ark").is_file()
+
+
+def test_compute_mel_is_a_job_like_the_others(ref, tmp_path, monkeypatch):
+    """compute-mel takes the job options every stage has: -v, --overwrite (a finished job is redone, not
+    skipped) and, under torchrun, this rank's shard."""
+    scp, out = _scp(tmp_path, ref), tmp_path / "mel"
+    args = ["--wav_scp", str(scp), "--output_dir", str(out), "--no_progress", "-v"]
+    assert compute_mel_cli.main(args) == 0
+    ark = out / "feats.ark"
+    first = ark.stat().st_mtime_ns
+    assert compute_mel_cli.main(args) == 0 and ark.stat().st_mtime_ns == first  # done: skipped
+    os.utime(ark, ns=(first - 10**9, first - 10**9))
+    assert compute_mel_cli.main([*args, "--overwrite"]) == 0
+    assert ark.stat().st_mtime_ns != first - 10**9  # redone
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    ranked = tmp_path / "mel_ranked"
+    assert compute_mel_cli.main(["--wav_scp", str(scp), "--output_dir", str(ranked), "--no_progress"]) == 0
+    keys = [line.split()[0] for line in (ranked / "feats.2.scp").read_text().splitlines()]
+    assert keys and keys == [k for k, _ in CLIPS][-len(keys):] and len(keys) < len(CLIPS)
+    assert not (ranked / "feats.scp").exists() and not (ranked / "feats.1.scp").exists()

@@ -1,6 +1,8 @@
 """One entry point per ``s3tok`` subcommand (``get_parser()``, ``main(argv)``), and the options they share."""
 from __future__ import annotations
 
+from typing import Callable, List
+
 from s3tok.exit_codes import BAD_INPUT, FAULT, os_fault_line
 
 
@@ -105,3 +107,28 @@ def check_job_arguments(logger, args, argv=None, prog: str = "") -> bool:
         args.num_jobs, args.job = distributed_job()
         logger.info("torchrun: rank %d of %d does shard %d", args.job - 1, args.num_jobs, args.job)
     return True
+
+
+def job_main(logger, args, argv, prog: str, body: Callable[[], int]) -> int:
+    """What every stage job does once its options are parsed: log at ``-v``, put ``--max_duration`` in force,
+    log the command and check ``--num_jobs``/``--job`` (:func:`check_job_arguments`; exit 2 when they do not
+    go together); then ``body()``, whose exit code it returns."""
+    from s3tok.util.logging_setup import setup_logging
+
+    setup_logging(args.verbose)
+    return within_duration_limit(
+        logger, args, lambda: body() if check_job_arguments(logger, args, argv, prog) else BAD_INPUT)
+
+
+def job_utterances(args, num_frames_file=None) -> List:
+    """This job's utterances: those of the one source option given (``--data_dir``, ``--wav_scp``,
+    ``--wav_dir``, ``--feats_scp``, ``--tar_list``, ``--parquet_list``, whichever the command has), cut to the
+    contiguous shard of ``--job`` of ``--num_jobs``. Raises ValueError or OSError for bad input."""
+    from s3tok.data.sources import container_sources, select_source
+    from s3tok.stages.sharding import job_shard
+
+    sources = {name: getattr(args, name, None) for name in ("data_dir", "wav_scp", "wav_dir", "feats_scp")}
+    if hasattr(args, "tar_list"):
+        sources.update(container_sources(args))
+    utts = select_source(**sources)
+    return job_shard(utts, args.num_jobs, args.job, num_frames_file) if args.num_jobs else utts

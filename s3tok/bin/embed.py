@@ -18,12 +18,9 @@ from typing import Optional, Sequence
 
 import torch
 
-from s3tok.bin import add_job_arguments, add_max_duration, check_job_arguments, run_and_report, \
-    within_duration_limit
+from s3tok.bin import add_job_arguments, add_max_duration, job_main, job_utterances, run_and_report
 from s3tok.exit_codes import BAD_INPUT
-from s3tok.data.sources import add_container_arguments, container_sources, select_source
-from s3tok.stages.sharding import job_shard
-from s3tok.util.logging_setup import setup_logging
+from s3tok.data.sources import add_container_arguments
 
 logger = logging.getLogger("s3tok.embed")
 
@@ -53,22 +50,16 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    return within_duration_limit(logger, args, lambda: _main(args, argv))
+    return job_main(logger, args, argv, "s3tok embed", lambda: _main(args))
 
 
-def _main(args, argv: Optional[Sequence[str]]) -> int:
+def _main(args) -> int:
     from s3tok.modelfiles.campplus_engines import load_embedder
     from s3tok.modelfiles.resolve import resolve_speaker
     from s3tok.stages.embed_job import EMBED, run_embed_job
 
-    if not check_job_arguments(logger, args, argv, "s3tok embed"):
-        return BAD_INPUT
     try:
-        utts = select_source(data_dir=args.data_dir, wav_scp=args.wav_scp, wav_dir=args.wav_dir,
-                             **container_sources(args))
-        if args.num_jobs:
-            utts = job_shard(utts, args.num_jobs, args.job)
+        utts = job_utterances(args)
         path = resolve_speaker(args.model, Path(args.demo_dir))
         embedder = load_embedder(path, engine=args.engine, device=args.device,
                                  threads=args.num_threads or torch.get_num_threads())

@@ -21,12 +21,10 @@ import torch
 
 from s3tok.api import PRECISIONS, load_model
 from s3tok.util.cpu_memory import keep_freed_memory
-from s3tok.data.sources import add_container_arguments, container_sources, select_source
-from s3tok.bin import add_job_arguments, add_max_duration, check_job_arguments, run_and_report, \
-    within_duration_limit
+from s3tok.data.sources import add_container_arguments
+from s3tok.bin import add_job_arguments, add_max_duration, job_main, job_utterances, run_and_report
 from s3tok.exit_codes import BAD_INPUT
-from s3tok.util.logging_setup import setup_logging
-from s3tok.stages.sharding import job_shard, num_frames_file_for
+from s3tok.stages.sharding import num_frames_file_for
 from s3tok.stages.tokenize_job import job_files, journal_path, run_job
 
 logger = logging.getLogger("s3tok.tokenize")
@@ -85,25 +83,19 @@ def pick_device(name: str) -> torch.device:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    return within_duration_limit(logger, args, lambda: _main(args, argv))
+    return job_main(logger, args, argv, "s3tok tokenize", lambda: _main(args))
 
 
-def _main(args, argv: Optional[Sequence[str]]) -> int:
-    if not check_job_arguments(logger, args, argv, "s3tok tokenize"):
-        return BAD_INPUT
+def _main(args) -> int:
     try:
-        utts = select_source(data_dir=args.data_dir, wav_scp=args.wav_scp, wav_dir=args.wav_dir,
-                             feats_scp=args.feats_scp, **container_sources(args))
-        if args.num_jobs:
-            utts = job_shard(utts, args.num_jobs, args.job, num_frames_file_for(args.data_dir, args.feats_scp))
+        utts = job_utterances(args, num_frames_file_for(args.data_dir, args.feats_scp))
         device = pick_device(args.device)
         if device.type == "cpu":
             keep_freed_memory()  # no fresh zeroed pages for every forward pass
         model = load_model(args.model, device=device, dtype=args.dtype)
     except (ValueError, OSError, RuntimeError) as e:
         logger.error("%s", e)
-        return 2
+        return BAD_INPUT
     cfg = model.config
     logger.info("model %s: %s, %d Hz, %d codes, dtype %s, device %s; %d utterances%s", args.model, cfg.version,
                 cfg.token_rate, cfg.codebook_size, args.dtype, device, len(utts),

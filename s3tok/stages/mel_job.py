@@ -31,11 +31,12 @@ COMPUTE_MEL = Stage("compute_mel", {"ark": ("feats", ".ark"), "scp": ("feats", "
 
 
 def run_mel_job(utts: Sequence[Utterance], output_dir: PathLike, job: Optional[int] = None, num_workers: int = 2,
-                base_dir: Optional[PathLike] = None, progress: bool = True) -> Tuple[int, int]:
-    """Compute and store the log-mels of ``utts``; returns ``(stored, failed)``."""
+                base_dir: Optional[PathLike] = None, progress: bool = True, resume: bool = True) -> Tuple[int, int]:
+    """Compute and store the log-mels of ``utts``; returns ``(stored, failed)``. A job already done for the same
+    inputs is skipped, unless ``resume`` is False."""
     files = COMPUTE_MEL.files(output_dir, job)
     inputs = protocol.keys_digest(utts, base_dir)
-    info = protocol.begin(files, inputs)
+    info = protocol.begin(files, inputs, resume=resume)
     if info is not None:
         return info["stored"], info["failed"]
     failures: Dict[str, str] = {}
