@@ -18,8 +18,8 @@ from s3tok.data.kaldi_fbank import embedding_features, fbank, fbank_batch, num_f
 REFERENCE = Path(__file__).parent / "data" / "kaldi_fbank_reference.npz"
 # Allowed |difference| of a log-mel value: 2e-4 at -10 and above (audible bins: energies over 4.5e-5), and
 # 2e-4 more per unit of log below -10, down to the floor at -15.94 (log of fp32 eps). The reference was made
-# on one machine; torch's FFT (MKL) rounds differently by CPU, and in a nearly silent bin that rounding of
-# the frame is a large share of the bin's energy. Measured on a Xeon with AVX-512 (torch 2.13.0): at most
+# on one machine; torch's kernels (the FFT, the mel product) round differently by CPU, and in a nearly
+# silent bin that rounding of the frame is a large share of the bin's energy. Measured on a Xeon with AVX-512 (torch 2.13.0): at most
 # 8.3e-5 above -10, 1.5e-4 above -12, 5.2e-4 near the floor; on the machine that made the reference, 0.
 TOLERANCE = 2e-4
 QUIET_BELOW = -10.0
