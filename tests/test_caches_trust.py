@@ -213,3 +213,20 @@ def test_the_suite_leaves_no_model_cache_behind(tmp_path):
                           cwd=root, env={**os.environ, "TMPDIR": str(tmp_path)}, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert not list(tmp_path.glob("s3tok-test-home-*"))
+
+
+def test_convert_on_a_full_disk_is_a_fault_not_bad_input(ref, tmp_path, monkeypatch, caplog):
+    """README's exit codes: a disk fault while writing the converted folder is 3, naming the path; nothing is
+    left behind. A refused output folder stays 2 (above)."""
+    import errno
+
+    import safetensors.torch
+
+    def full(tensors, filename, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", filename)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    out = tmp_path / "conv"
+    assert convert_bin.main([str(ref / "models" / "speech_tokenizer_v2_25hz.onnx"), str(out)]) == 3
+    assert "the disk is full" in caplog.text and "model.safetensors" in caplog.text
+    assert not out.exists() and not list(tmp_path.glob("conv.*.tmp"))

@@ -1,17 +1,24 @@
 """Convert an official-layout ONNX file (or an official name) to ``OUT_DIR/model.safetensors`` and
-``OUT_DIR/config.json``; ``s3tok.load_model(OUT_DIR)`` and ``--model OUT_DIR`` then load it without onnx."""
+``OUT_DIR/config.json``; ``s3tok.load_model(OUT_DIR)`` and ``--model OUT_DIR`` then load it without onnx.
+Exit 0 done; 2 bad input (a file that is not an official-layout model, an output that exists and is not an
+earlier conversion); 3 the disk failed (full, read-only, I/O error), the path named."""
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from typing import Optional, Sequence
 
+from s3tok import exit_codes
 from s3tok.api import convert
 from s3tok.util.logging_setup import setup_logging
 from s3tok.modelfiles.onnx_import import OnnxImportError
 
 logger = logging.getLogger("s3tok.convert")
+
+# a full, read-only or failing disk; any other OSError (a refused output folder, an unreadable input) is bad input
+DISK_FAULTS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EIO)
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -26,9 +33,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     setup_logging()
     try:
         out = convert(args.onnx, args.out_dir)
-    except (OnnxImportError, OSError, RuntimeError) as e:
+    except OSError as e:
+        if e.errno in DISK_FAULTS:  # the disk, not the command: README's exit 3
+            return exit_codes.report(logger, e)
         logger.error("%s", e)
-        return 2
+        return exit_codes.BAD_INPUT
+    except (OnnxImportError, RuntimeError) as e:
+        logger.error("%s", e)
+        return exit_codes.BAD_INPUT
     logger.info("wrote %s", out)
     return 0
 
