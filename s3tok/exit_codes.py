@@ -14,6 +14,10 @@ BAD_INPUT = 2
 #: fails on every utterance): not the data's fault; the work done so far is kept for the rerun.
 FAULT = 3
 
+#: Errors that only a full, read-only or failing disk raises: a fault wherever they come from (``s3tok convert``
+#: tells these from the other OSErrors of a command, such as a refused output folder or an unreadable input).
+DISK_FAULTS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EIO)
+
 _HINTS = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
           errno.EACCES: "permission denied", errno.EDQUOT: "disk quota exceeded", errno.EIO: "I/O error"}
 

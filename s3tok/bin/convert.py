@@ -5,7 +5,6 @@ earlier conversion); 3 the disk failed (full, read-only, I/O error), the path na
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import sys
 from typing import Optional, Sequence
@@ -16,9 +15,6 @@ from s3tok.util.logging_setup import setup_logging
 from s3tok.modelfiles.onnx_import import OnnxImportError
 
 logger = logging.getLogger("s3tok.convert")
-
-# a full, read-only or failing disk; any other OSError (a refused output folder, an unreadable input) is bad input
-DISK_FAULTS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EIO)
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -33,12 +29,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     setup_logging()
     try:
         out = convert(args.onnx, args.out_dir)
-    except OSError as e:
-        if e.errno in DISK_FAULTS:  # the disk, not the command: README's exit 3
+    except (OnnxImportError, OSError, RuntimeError) as e:
+        if isinstance(e, OSError) and e.errno in exit_codes.DISK_FAULTS:  # the disk, not the command: exit 3
             return exit_codes.report(logger, e)
-        logger.error("%s", e)
-        return exit_codes.BAD_INPUT
-    except (OnnxImportError, RuntimeError) as e:
         logger.error("%s", e)
         return exit_codes.BAD_INPUT
     logger.info("wrote %s", out)
