@@ -119,6 +119,149 @@ def test_duplicate_keys_across_shards_need_shard_keys(ref, tmp_path):
     assert [u.key for u in from_tar_list(both, shard_key=True)] == ["part-a/en_yes", "part-b/en_yes"]
 
 
+def _member_tar(path: Path, members, end: bool = True) -> Path:
+    """A tar of ``[(name, bytes)]``, without its end-of-archive blocks unless ``end``."""
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tf:
+        for name, data in members:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+        if not end:
+            tf.fileobj.flush()
+            size = tf.offset
+    if not end:
+        with open(path, "r+b") as f:
+            f.truncate(size)
+    return path
+
+
+def _one_list(tmp_path: Path, tar: Path) -> Path:
+    lst = tmp_path / f"{tar.stem}.list"
+    lst.write_text(f"{tar}\n")
+    return lst
+
+
+@pytest.mark.parametrize("damage", ["bad_header", "cut_in_header", "cut_at_member"])
+def test_every_kind_of_damage_is_reported_with_the_keys_before_it(tmp_path, caplog, damage):
+    """tarfile ends an archive quietly at an invalid, cut or missing header past the first: each is damage,
+    logged naming the shard (before the fix these shards lost their last keys without a word)."""
+    t = _member_tar(tmp_path / "s.tar", [(f"k{i}.wav", bytes(1000)) for i in range(5)])
+    data = t.read_bytes()
+    with tarfile.open(t) as tf:
+        third = tf.getmembers()[3].offset
+    if damage == "bad_header":
+        b = bytearray(data)
+        b[third + 5] ^= 0x55
+        t.write_bytes(bytes(b))
+    else:
+        t.write_bytes(data[:third + (100 if damage == "cut_in_header" else 0)])
+    assert [u.key for u in from_tar_list(_one_list(tmp_path, t))] == ["k0", "k1", "k2"]
+    assert any("s.tar: damaged after 3 key(s)" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    full = _member_tar(tmp_path / "full.tar", [("a.wav", bytes(10))])
+    assert [u.key for u in from_tar_list(_one_list(tmp_path, full))] == ["a"] and not caplog.records
+
+
+def test_a_crafted_header_length_is_damage_not_an_allocation(tmp_path, caplog):
+    """A GNU long-name header stating 3 GB of name: tarfile would read it whole; the index stops there."""
+    t = _member_tar(tmp_path / "s.tar", [("k0.wav", bytes(1000))], end=False)
+    evil = tarfile.TarInfo("././@LongLink")
+    evil.type, evil.size = tarfile.GNUTYPE_LONGNAME, 3 * 10 ** 9
+    with open(t, "ab") as f:
+        f.write(evil.tobuf(format=tarfile.GNU_FORMAT) + bytes(4096))
+    assert [u.key for u in from_tar_list(_one_list(tmp_path, t))] == ["k0"]
+    assert any("damaged after 1 key(s)" in r.getMessage() and "3000000000 bytes of header data" in r.getMessage()
+               for r in caplog.records)
+    first = tmp_path / "first.tar"  # the crafted header first: no keys at all, an error naming the shard
+    first.write_bytes(evil.tobuf(format=tarfile.GNU_FORMAT) + bytes(4096))
+    with pytest.raises(ValueError, match="first.tar: .*3000000000 bytes of header data"):
+        from_tar_list(_one_list(tmp_path, first))
+
+
+def test_a_key_that_cannot_name_an_utterance_is_refused_naming_the_member(tmp_path):
+    spaced = _member_tar(tmp_path / "spaced.tar", [("a.wav", b"x"), ("my utt.wav", b"x")])
+    with pytest.raises(ValueError, match=r"spaced.tar//my utt.wav: its key contains whitespace"):
+        from_tar_list(_one_list(tmp_path, spaced))
+    gbk = tmp_path / "gbk.tar"
+    with tarfile.open(gbk, "w", format=tarfile.GNU_FORMAT, encoding="gbk") as tf:  # a name written by a tool in a GBK locale
+        ti = tarfile.TarInfo("今天.wav")
+        ti.size = 1
+        tf.addfile(ti, io.BytesIO(b"x"))
+    with pytest.raises(ValueError, match=r"gbk.tar//.*: its name is not UTF-8"):
+        from_tar_list(_one_list(tmp_path, gbk))
+
+
+def test_members_left_out_are_logged(tmp_path, caplog):
+    """A second audio member of a key (WebDataset: another field of the same sample) and hidden files
+    (macOS's ._NAME) are no utterances of their own: left out, but each shard says so."""
+    t = _member_tar(tmp_path / "s.tar", [("spk1.utt1.wav", b"x"), ("spk1.utt2.wav", b"x"), ("x.wav", b"x"),
+                                          ("x.flac", b"x"), ("._x.wav", b"x"), ("d/.y.wav", b"x"), ("z.wav", b"x")])
+    assert [u.key for u in from_tar_list(_one_list(tmp_path, t))] == ["spk1", "x", "z"]
+    msg = next(r.getMessage() for r in caplog.records if "left out" in r.getMessage())
+    assert "s.tar: 4 member(s) left out" in msg and "spk1.utt2.wav: a second audio member of key spk1" in msg
+
+
+def test_member_is_read_as_the_decoder_asks_not_whole(tmp_path, monkeypatch):
+    """A member whose WAV header states hours of audio fails from its header, reading kilobytes of it."""
+    from s3tok.data import shards
+    from s3tok.stages.features import load_waveform
+
+    samples = 16000 * 3600 * 3  # 3 h at 16 kHz, 16-bit: 345 MB stated, none of it written
+    header = b"RIFF" + (36 + 2 * samples).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little")
+    header += (1).to_bytes(2, "little") + (1).to_bytes(2, "little") + (16000).to_bytes(4, "little")
+    header += (32000).to_bytes(4, "little") + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
+    header += b"data" + (2 * samples).to_bytes(4, "little")
+    ti = tarfile.TarInfo("long.wav")
+    ti.size = len(header) + 2 * samples
+    t = tmp_path / "s.tar"
+    with open(t, "wb") as f:  # a sparse file: the samples are a hole
+        f.write(ti.tobuf() + header)
+        f.seek(512 + ti.size + (-ti.size % 512) + 1024 - 1)
+        f.write(b"\0")
+    utt = from_tar_list(_one_list(tmp_path, t))[0]
+    read = []
+    real = shards._MemberFile.readinto
+    monkeypatch.setattr(shards._MemberFile, "readinto", lambda self, b: read.append(real(self, b)) or read[-1])
+    with pytest.raises(ValueError, match=r"s.tar//long.wav: 10800 s of audio, over the 7200 s limit"):
+        load_waveform(utt)
+    assert 0 < sum(read) < 1 << 20
+
+
+def test_shard_keys_tell_shards_of_the_same_name_apart(tmp_path):
+    tars = []
+    for name in ("en/000000.tar", "zh/000000.tar", "train.000.tar", "train.001.tar"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        tars.append(_member_tar(tmp_path / name, [("u1.wav", b"x")]))
+    lst = tmp_path / "all.list"
+    lst.write_text("en/000000.tar\nzh/000000.tar\ntrain.000.tar\ntrain.001.tar\n")
+    assert [u.key for u in from_tar_list(lst, shard_key=True)] == [
+        "en/000000/u1", "zh/000000/u1", "train.000/u1", "train.001/u1"]
+
+
+def test_shard_metadata_lists_unusable_fields_and_keeps_the_rest(tmp_path):
+    from s3tok.bin import shard_metadata as meta_cli
+
+    def js(d):
+        import json
+        return json.dumps(d).encode()
+
+    t = _member_tar(tmp_path / "m.tar", [
+        ("a1.wav", b"x"), ("a1.json", js({"text": " hello \n world ", "speaker": "John  Smith"})),
+        ("a2.wav", b"x"), ("a2.txt", "今天天气".encode("gbk")),
+        ("a3.wav", b"x"), ("a3.json", js({"text": ["x", "y"], "speaker": 17})),
+        ("a4.wav", b"x"), ("a4.json", js({"text": "", "speaker": ""})),
+        ("a5.wav", b"x"), ("a5.txt", "好".encode())])
+    d = tmp_path / "data"
+    assert meta_cli.main(["--tar_list", str(_one_list(tmp_path, t)), "--data_dir", str(d)]) == 0
+    assert (d / "text").read_text() == "a1 hello world\na5 好\n"
+    assert (d / "utt2spk").read_text() == "a1 John_Smith\na3 17\n"
+    problems = (d / "metadata_problems").read_text()
+    assert f"a2 {t}//a2.txt: unreadable metadata ('utf-8' codec can't decode" in problems
+    assert f"a3 {t}//a3.json: 'text' is a JSON list, not a string" in problems
+    assert f"a4 {t}//a4.json: 'text' is empty" in problems and f"a4 {t}//a4.json: 'speaker' is empty" in problems
+    assert f"a5 {t}//a5.txt: no 'speaker'" in problems
+
+
 def test_compressed_shard_is_refused_with_the_fix(tmp_path):
     import gzip
 
@@ -148,7 +291,7 @@ def test_shard_metadata_to_a_data_dir(ref, tmp_path):
     assert utt2spk["en_yes"] == "spk0" and utt2spk["stereo_mix"] == "spk2"
     assert "s" in (d / "spk2utt").read_text()
     problems = (d / "metadata_problems").read_text()
-    assert "orphan no 'text'" in problems and "orphan no 'speaker'" in problems
+    assert "orphan no metadata member" in problems
 
 
 def _write_parquet(path: Path, files, hf: bool = False, rows_per_group: int = 2, bad=None):

@@ -1,6 +1,7 @@
 """Write the transcripts and speakers held in tar shards' JSON (or .txt) members as Kaldi ``text``,
 ``utt2spk`` and ``spk2utt`` in ``--data_dir``, without unpacking anything; keys as ``tokenize --tar_list``
-gives them. Keys lacking a field are listed in ``--data_dir/metadata_problems``. Exit 2 for bad input."""
+gives them. Keys lacking usable metadata are listed, with the member and the reason, in
+``--data_dir/metadata_problems``. Exit 2 for bad input."""
 from __future__ import annotations
 
 import argparse

@@ -55,8 +55,8 @@ def read_utterance(utt: Utterance, base_dir=None) -> Tuple[torch.Tensor, int, st
     """An utterance's audio as decoded, ``([channels, samples], rate, name for messages)``: a whole
     recording, a segment of one, or a tar member or parquet row (its bytes, read in place)."""
     if utt.member is not None:
-        src = utt.member.open()
-        return (*read_audio(src), audio_source_name(src))
+        with utt.member.open() as src:
+            return (*read_audio(src), audio_source_name(src))
     if utt.segment:
         from s3tok.data.segments import read_utterance_audio
 
