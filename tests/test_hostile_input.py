@@ -196,3 +196,28 @@ def test_cuda_device_without_cuda_is_one_line(ref, tmp_path, caplog):
                             str(tmp_path / "out"), "--device", "cuda", "--no_progress"])
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert rc == 2 and len(errors) == 1 and errors[0].startswith("--device cuda: no CUDA here"), errors
+
+
+def test_crafted_rates_and_channel_bombs_fail_cleanly_and_the_job_goes_on(ref, tmp_path):
+    """A header rate over 768 kHz, a rate whose resampling filter is over the limit (1001 Hz: 16 M elements;
+    22051 Hz would be 353 M, 1.4 GB), and 8 channels at 655 kHz each go to utt2fail with the file and the
+    limit, before anything large is allocated; a GSM 6.10 WAV decodes. (Sizes kept small enough that the
+    code before the fix fails this test without exhausting memory.)"""
+    import resource
+
+    big_rate = tmp_path / "rate_800k.wav"
+    big_rate.write_bytes(wav_header(800000, 1600000) + bytes(1600000))
+    odd_rate = tmp_path / "rate_1001.wav"
+    odd_rate.write_bytes(wav_header(1001, 4000) + bytes(4000))
+    bomb = tmp_path / "bomb.flac"
+    sf.write(bomb, np.zeros((655350, 8), np.int16), 655350, format="FLAC", subtype="PCM_16")
+    gsm = tmp_path / "gsm.wav"
+    sf.write(gsm, np.random.default_rng(0).uniform(-.5, .5, 16000).astype(np.float32), 8000, subtype="GSM610")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rc, tokens, fails = tokenize(tmp_path, ref, f"a {big_rate}\nb {odd_rate}\nc {bomb}\nd {gsm}\n",
+                                 "--max_duration", "5")
+    assert rc == 0 and list(tokens) == ["d"]
+    assert f"{big_rate}: sample rate 800000 Hz in the header is over the 768000 Hz limit" in fails["a"]
+    assert f"{odd_rate}: sample rate 1001 Hz cannot be resampled to 16000 Hz" in fails["b"]
+    assert f"{bomb}: 8 channel(s) x 655350 frames at 655350 Hz" in fails["c"] and "--max_duration" in fails["c"]
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000  # KB: nothing huge allocated

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import math
 import os
 import re
+import stat
+import threading
+from collections import OrderedDict
 from typing import BinaryIO, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -20,6 +24,8 @@ import torch
 
 from s3tok.model.ieee_fp32 import ieee_fp32
 from s3tok.model.tokenizer import to_device_nowait
+
+logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 N_FFT = 400
@@ -34,11 +40,27 @@ class AudioError(ValueError):
     """Audio that cannot be used: missing, undecodable or empty. The message names the source."""
 
 
-# Bounds that keep memory finite on hostile input: a header claiming a tiny sample rate, or hours of audio.
+# Bounds that keep memory finite on hostile input: a header claiming a tiny or a huge sample rate, an odd rate
+# that would need a huge resampling filter, hours of audio, or many channels at a high rate.
 # ``s3tok tokenize --max_duration`` / ``compute_mel --max_duration`` set the duration for the process.
-MAX_DURATION = 2 * 3600.0  # seconds of audio per utterance (default); 16 kHz: 460 MB waveform, 370 MB log-mel
+MAX_DURATION = 2 * 3600.0  # seconds of audio per utterance (default); 16 kHz mono: 460 MB waveform, 370 MB log-mel
 MIN_SAMPLE_RATE = 1000  # Hz; below this a header does not describe audio
+#: Hz; the highest rate audio is recorded at (768 kHz DACs, 705.6 kHz DXD). FLAC's former maximum is 655350 Hz;
+#: a WAV header can say 4.29 GHz, for which even the resampler's filter would not fit in memory.
+MAX_SAMPLE_RATE = 768000
+#: decoded samples (frames x channels) per second of ``--max_duration``: 48 kHz stereo, as for pipes below.
+#: At the default 7200 s: 691 M samples (2.8 GB of float32); 5.1 audio at 48 kHz up to 40 min, mono at 96 kHz
+#: up to 2 h. A 1 MB FLAC of silence at 655 kHz x 8 channels would otherwise decode to gigabytes.
+SAMPLES_PER_SECOND = 48000 * 2
+#: elements of one resampling filter (float32, 48 MB; about 32 bytes per element while it is built, once).
+#: Every usual rate needs far less (44.1 kHz: 76 000, 11.025 kHz: 291 200, 44.056 kHz: 11 M); a rate with a
+#: small common divisor with 16 kHz (22051 Hz: 353 M, 1.4 GB) is refused.
+MAX_RESAMPLE_KERNEL = 12_000_000
+MAX_CACHED_KERNELS = 2 * MAX_RESAMPLE_KERNEL  # elements of all the filters kept between calls (96 MB)
 PIPE_BYTES_PER_SECOND = 48000 * 2 * 2  # a pipe may write at most this per allowed second (48 kHz stereo int16)
+#: libsndfile's frame count when the header does not say it (a FLAC written to a pipe: total samples 0)
+SF_COUNT_MAX = 2 ** 63 - 1
+READ_BLOCK_SAMPLES = 1 << 22  # samples (frames x channels) read at a time when the length is unknown
 
 
 @contextlib.contextmanager
@@ -55,12 +77,56 @@ def duration_limit(seconds: float):
         MAX_DURATION = previous
 
 
-def check_span(rate: int, frames: int) -> None:
-    """Refuse, before reading, a header rate that is not audio or a span over :data:`MAX_DURATION`."""
+def max_samples() -> int:
+    """Most decoded samples (frames x channels) one utterance may have: :data:`SAMPLES_PER_SECOND` per
+    second of :data:`MAX_DURATION`."""
+    return int(MAX_DURATION * SAMPLES_PER_SECOND)
+
+
+def _kernel_width(orig: int, new: int) -> int:
+    """Input samples each side of the resampling filter, for gcd-reduced rates (torchaudio's formula)."""
+    return math.ceil(LOWPASS_FILTER_WIDTH * orig / (min(orig, new) * ROLLOFF))
+
+
+def resample_kernel_elements(orig_sr: int, new_sr: int = SAMPLE_RATE) -> int:
+    """Elements of the filter that resampling ``orig_sr`` to ``new_sr`` builds (0 when they are equal)."""
+    if orig_sr == new_sr:
+        return 0
+    g = math.gcd(int(orig_sr), int(new_sr))
+    orig, new = int(orig_sr) // g, int(new_sr) // g
+    return new * (2 * _kernel_width(orig, new) + orig)
+
+
+def check_resample_rates(orig_sr: int, new_sr: int = SAMPLE_RATE) -> None:
+    """Refuse a rate pair whose resampling filter would be over :data:`MAX_RESAMPLE_KERNEL` elements."""
+    n = resample_kernel_elements(orig_sr, new_sr)
+    if n > MAX_RESAMPLE_KERNEL:
+        raise AudioError(f"sample rate {orig_sr} Hz cannot be resampled to {new_sr} Hz: its filter would have "
+                         f"{n} elements, over the {MAX_RESAMPLE_KERNEL} limit (a rate with a small common "
+                         f"divisor with {new_sr} Hz)")
+
+
+def check_span(rate: int, frames: int, channels: int = 1) -> None:
+    """Refuse, before reading, a header rate that is not audio (below :data:`MIN_SAMPLE_RATE`, above
+    :data:`MAX_SAMPLE_RATE`, or needing a resampling filter over :data:`MAX_RESAMPLE_KERNEL`), a span over
+    :data:`MAX_DURATION`, or more samples (``frames x channels``) than :func:`max_samples`."""
     if rate < MIN_SAMPLE_RATE:
         raise AudioError(f"sample rate {rate} Hz in the header is not audio (at least {MIN_SAMPLE_RATE} Hz)")
+    if rate > MAX_SAMPLE_RATE:
+        raise AudioError(f"sample rate {rate} Hz in the header is over the {MAX_SAMPLE_RATE} Hz limit")
+    check_resample_rates(rate, SAMPLE_RATE)
     if frames / rate > MAX_DURATION:
         raise AudioError(f"{frames / rate:.0f} s of audio, over the {MAX_DURATION:.0f} s limit (--max_duration)")
+    check_samples(frames, channels, rate)
+
+
+def check_samples(frames: int, channels: int, rate: int) -> None:
+    """Refuse ``frames x channels`` over :func:`max_samples`, saying the sizes and the option to raise."""
+    limit = max_samples()
+    if frames * channels > limit:
+        raise AudioError(f"{channels} channel(s) x {frames} frames at {rate} Hz is {frames * channels} samples, "
+                         f"over the {limit} limit (48 kHz stereo for the {MAX_DURATION:.0f} s of --max_duration; "
+                         f"raise --max_duration to allow more)")
 
 
 def max_pipe_bytes() -> int:
@@ -75,26 +141,98 @@ def audio_source_name(source: AudioSource) -> str:
     return str(getattr(source, "name", "<file object>"))
 
 
+def _not_a_file(path: Union[str, os.PathLike]) -> Optional[str]:
+    """Why ``path`` cannot be opened as an audio file (missing, a folder, a FIFO, a broken link), or None."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "broken symbolic link" if os.path.islink(path) else "no such audio file"
+    except OSError as e:
+        return f"cannot open ({e.strerror or e})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a directory, not an audio file"
+    kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+    return f"not a regular file ({kind}), not read"
+
+
+def decode_error(name: str, e: BaseException, what: str = "cannot decode audio") -> AudioError:
+    """An :class:`AudioError` for a decoder exception: ``name: what (its first line)``, no object addresses."""
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    reason = re.sub(r"<_io\.\w+ object at 0x[0-9a-fA-F]+>", "the stream", reason)  # same text every run
+    return AudioError(f"{name}: {what} ({reason})")
+
+
+def read_frames(f: sf.SoundFile, name: str) -> np.ndarray:
+    """All frames of an open ``f`` as float32 ``[frames, channels]``, checked against the limits first.
+
+    The frame count is passed to ``read`` (telephony codecs such as GSM 6.10, which libsndfile cannot seek,
+    need it). A length the header does not state (:data:`SF_COUNT_MAX`) is read block by block and refused
+    as soon as it is over :data:`MAX_DURATION` or :func:`max_samples`.
+    """
+    rate, channels, frames = int(f.samplerate), int(f.channels), int(f.frames)
+    try:
+        check_span(rate, 0 if frames >= SF_COUNT_MAX else frames, channels)
+    except AudioError as e:
+        raise AudioError(f"{name}: {e}") from None
+    if frames < SF_COUNT_MAX:
+        return f.read(frames, dtype="float32", always_2d=True)
+    return _read_unknown_length(f, name, rate, channels)
+
+
+def _read_unknown_length(f: sf.SoundFile, name: str, rate: int, channels: int) -> np.ndarray:
+    """Frames of ``f`` whose header does not state its length, read block by block up to the limits.
+
+    libsndfile's own read is called (``sf_readf_float``): soundfile's ``read`` seeks to its new position after
+    each block, and libsndfile's FLAC reader fails that seek at the end of such a stream.
+    """
+    limit = min(int(MAX_DURATION * rate), max_samples() // max(channels, 1))
+    block_frames = max(1, READ_BLOCK_SAMPLES // max(channels, 1))
+    logger.debug("%s: length not in the header; reading at most %d frames", name, limit)
+    snd, ffi = getattr(sf, "_snd", None), getattr(sf, "_ffi", None)
+    if snd is None or ffi is None or not hasattr(snd, "sf_readf_float"):
+        raise AudioError(f"{name}: the header does not state the length (a stream such as a FLAC written to a "
+                         f"pipe), which this soundfile cannot read")
+    blocks, total = [], 0
+    while True:
+        block = np.empty((block_frames, channels), np.float32)
+        got = int(snd.sf_readf_float(f._file, ffi.cast("float *", block.ctypes.data), block_frames))
+        if got <= 0:
+            break
+        total += got
+        if total > limit:
+            if total / rate > MAX_DURATION:
+                why = f"over the {MAX_DURATION:.0f} s limit (--max_duration)"
+            else:
+                why = f"over the {max_samples()} samples limit (48 kHz stereo for the {MAX_DURATION:.0f} s of " \
+                      f"--max_duration; raise --max_duration to allow more)"
+            raise AudioError(f"{name}: length not in the header, and the audio goes on past the limit: stopped at "
+                             f"{total} frames x {channels} channel(s) at {rate} Hz, {why}")
+        blocks.append(block[:got])
+    err = int(snd.sf_error(f._file))
+    if err:
+        reason = ffi.string(snd.sf_error_number(err)).decode("utf-8", "replace")
+        raise AudioError(f"{name}: cannot decode audio ({reason}; length not in the header, read {total} frames)")
+    return np.concatenate(blocks) if blocks else np.zeros((0, channels), np.float32)
+
+
 def read_audio(source: AudioSource) -> Tuple[torch.Tensor, int]:
     """Decode ``source`` with soundfile as ``torchaudio.load`` would: float32 ``[channels, samples]``
     (int16 / 2^15, int24 / 2^23, int32 / 2^31, float as stored) and the sample rate."""
     name = audio_source_name(source)
-    if isinstance(source, (str, os.PathLike)) and not os.path.isfile(source):
-        raise AudioError(f"{name}: no such audio file")
+    if isinstance(source, (str, os.PathLike)):
+        why = _not_a_file(source)
+        if why is not None:
+            raise AudioError(f"{name}: {why}")
     try:
         with sf.SoundFile(source) as f:
             rate = int(f.samplerate)
-            try:
-                check_span(rate, int(f.frames))
-            except AudioError as e:
-                raise AudioError(f"{name}: {e}") from None
-            data = f.read(dtype="float32", always_2d=True)
+            data = read_frames(f, name)
     except AudioError:
         raise
     except Exception as e:  # soundfile raises several types (LibsndfileError, RuntimeError, TypeError)
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        reason = re.sub(r"<_io\.\w+ object at 0x[0-9a-fA-F]+>", "the stream", reason)  # same text every run
-        raise AudioError(f"{name}: cannot decode audio ({reason})") from None
+        raise decode_error(name, e) from None
     if data.shape[0] == 0 or data.shape[1] == 0:
         raise AudioError(f"{name}: audio is empty (0 samples)")
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(rate)
@@ -115,21 +253,44 @@ def to_mono(audio: torch.Tensor, rate: int, sr: int = SAMPLE_RATE, name: str = "
     if not torch.isfinite(audio).all():
         raise AudioError(f"{name}: audio contains NaN or infinite samples")
     if rate != sr:
-        audio = resample(audio, rate, sr)
+        try:
+            audio = resample(audio, rate, sr)
+        except AudioError as e:
+            raise AudioError(f"{name}: {e}") from None
     return audio
 
 
-@functools.lru_cache(maxsize=32)
+_kernels: "OrderedDict[Tuple[int, int], Tuple[torch.Tensor, int]]" = OrderedDict()
+_kernels_lock = threading.Lock()
+
+
+def _cached_kernel(orig: int, new: int) -> Tuple[torch.Tensor, int]:
+    """:func:`_sinc_kernel_cpu`, kept for later calls: least recently used filters are dropped once all
+    together are over :data:`MAX_CACHED_KERNELS` elements. One filter is built at a time (the lock), so
+    decoding threads never hold two builds' temporaries at once."""
+    with _kernels_lock:
+        hit = _kernels.get((orig, new))
+        if hit is not None:
+            _kernels.move_to_end((orig, new))
+            return hit
+        built = _kernels[(orig, new)] = _sinc_kernel_cpu(orig, new)
+        total = sum(k.numel() for k, _ in _kernels.values())
+        while total > MAX_CACHED_KERNELS and len(_kernels) > 1:
+            _, (dropped, _) = _kernels.popitem(last=False)
+            total -= dropped.numel()
+        return built
+
+
 def _sinc_kernel_cpu(orig: int, new: int) -> Tuple[torch.Tensor, int]:
     """torchaudio's windowed-sinc kernel for gcd-reduced rates: built in float64, rounded to float32 once.
 
     Shape ``[new, 1, 2 * width + orig]``; output phase ``j`` reads input offsets ``-width .. width + orig``.
     Built with numpy, not torch: torch runs large elementwise ops in several threads, and where the
     threads split the tensor moves which elements take the vectorised and which the scalar sin/cos, so
-    the kernel's last bits could differ from one process to the next.
+    the kernel's last bits could differ from one process to the next. Not cached (see :func:`_cached_kernel`).
     """
     base = min(orig, new) * ROLLOFF
-    width = math.ceil(LOWPASS_FILTER_WIDTH * orig / base)
+    width = _kernel_width(orig, new)
     idx = np.arange(-width, width + orig, dtype=np.float64)[None, None] / orig
     # torchaudio divides the integer phase index in the default (float32) dtype before adding idx
     phase = (np.arange(0, -new, -1, dtype=np.float32) / np.float32(new))[:, None, None]
@@ -147,6 +308,7 @@ def resample(audio: torch.Tensor, orig_sr: int, new_sr: int = SAMPLE_RATE) -> to
     """Resample ``audio [..., samples]`` like ``torchaudio.transforms.Resample(orig_sr, new_sr)``.
 
     Runs on the device of ``audio``; output length ``ceil(new * samples / orig)`` (gcd-reduced rates).
+    Raises :class:`AudioError` for rates whose filter would be over :data:`MAX_RESAMPLE_KERNEL` elements.
     """
     if orig_sr <= 0 or new_sr <= 0:
         raise ValueError(f"sample rates must be positive, got {orig_sr} -> {new_sr}")
@@ -154,9 +316,10 @@ def resample(audio: torch.Tensor, orig_sr: int, new_sr: int = SAMPLE_RATE) -> to
         return audio
     if not audio.is_floating_point():
         raise TypeError(f"resample needs a floating-point waveform, got {audio.dtype}")
+    check_resample_rates(orig_sr, new_sr)
     g = math.gcd(int(orig_sr), int(new_sr))
     orig, new = int(orig_sr) // g, int(new_sr) // g
-    kernel, width = _sinc_kernel_cpu(orig, new)
+    kernel, width = _cached_kernel(orig, new)
     kernel = kernel.to(device=audio.device, dtype=audio.dtype)
     shape = audio.shape
     x = audio.reshape(-1, shape[-1])

@@ -26,7 +26,8 @@ from typing import BinaryIO, Optional, Tuple, Union
 import soundfile as sf
 import torch
 
-from s3tok.data.audio import SAMPLE_RATE, AudioError, check_span, read_audio, to_mono
+from s3tok.data.audio import (SAMPLE_RATE, SF_COUNT_MAX, AudioError, audio_source_name, check_span, decode_error,
+                              read_audio, to_mono)
 from s3tok.data.wav_scp import WavEntry, open_wav_entry
 
 logger = logging.getLogger(__name__)
@@ -86,15 +87,19 @@ def _read_span_seeking(src: Union[str, BinaryIO], start: float, end: Optional[fl
             src.seek(0)
         return None
     with f:
-        if not f.seekable() or f.format not in EXACT_SEEK_FORMATS or f.frames <= 0:
+        # a length the header does not state (SF_COUNT_MAX) cannot place the segment: decode whole, bounded
+        if not f.seekable() or f.format not in EXACT_SEEK_FORMATS or not 0 < f.frames < SF_COUNT_MAX:
             usable = False
         else:
             usable = True
             rate = int(f.samplerate)
             s, e = segment_samples(start, end, rate, int(f.frames), max_overshoot)
-            check_span(rate, e - s)
-            f.seek(s)
-            data = f.read(e - s, dtype="float32", always_2d=True)
+            check_span(rate, e - s, int(f.channels))
+            try:
+                f.seek(s)
+                data = f.read(e - s, dtype="float32", always_2d=True)
+            except Exception as ex:  # noqa: BLE001 - soundfile raises several types (LibsndfileError, RuntimeError)
+                raise decode_error(audio_source_name(src), ex, f"cannot decode samples [{s}, {e})") from None
     if not usable:
         if hasattr(src, "seek"):
             src.seek(0)
