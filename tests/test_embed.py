@@ -118,6 +118,35 @@ def test_cosyvoice_formats_jobs_merge_and_speaker_means(ref, campplus_onnx, tmp_
         assert (one / "m2" / name).read_bytes() == (one / "m" / name).read_bytes(), name
 
 
+def test_an_utterance_without_a_speaker_keeps_its_embedding_and_the_others_merge(campplus_onnx, tmp_path, caplog):
+    """A tar key without metadata has no utt2spk line (shard-metadata lists it in metadata_problems): the merge
+    keeps its utt2embedding, leaves it out of every speaker's mean, lists it in embed_no_speaker and exits 0
+    (make-parquet skips it later for want of a speaker); a utt2spk with none of the keys is refused."""
+    import soundfile as sf
+
+    data = tmp_path / "data"
+    data.mkdir()
+    keys = [f"u{i}" for i in range(4)]
+    for i, k in enumerate(keys):
+        sf.write(tmp_path / f"{k}.wav", np.random.default_rng(i).standard_normal(8000).astype(np.float32) * 0.1,
+                 16000, subtype="PCM_16")
+    (data / "wav.scp").write_text("".join(f"{k} {tmp_path / k}.wav\n" for k in keys))
+    (data / "utt2spk").write_text("u0 a\nu1 b\nu3 a\n")  # u2: none
+    out, dest = tmp_path / "emb", tmp_path / "dest"
+    assert _run(["--data_dir", str(data), "--model", str(campplus_onnx), "--output_dir", str(out)]) == 0
+    merge = ["--data_dir", str(data), "--output_dir", str(out), "--num_jobs", "0", "--dest", str(dest)]
+    assert merge_bin.main(merge) == 0
+    utt = torch.load(dest / "utt2embedding.pt")
+    spk = torch.load(dest / "spk2embedding.pt")
+    assert list(utt) == keys and sorted(spk) == ["a", "b"]
+    assert spk["a"] == torch.tensor([utt["u0"], utt["u3"]]).mean(dim=0).tolist() and spk["b"] == utt["u1"]
+    assert (dest / "embed_no_speaker").read_text() == "u2 no speaker in utt2spk\n"
+    assert "1 embedded utterance(s) have no speaker in utt2spk, e.g. ['u2']" in caplog.text
+    (tmp_path / "other").write_text("x1 a\n")
+    assert merge_bin.main(merge + ["--utt2spk", str(tmp_path / "other")]) == 2
+    assert "none of the 4 embedded utterances is in utt2spk" in caplog.text
+
+
 def test_resume_keeps_the_journal_and_a_finished_job_is_skipped(ref, campplus_onnx, tmp_path, caplog):
     data = _data_dir(ref, tmp_path / "data")
     out = tmp_path / "out"

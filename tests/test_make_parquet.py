@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 
+pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
 from s3tok.bin import make_parquet as cli  # noqa: E402
@@ -317,7 +318,119 @@ def test_tar_members_are_their_bytes(tmp_path):
         assert r["wav"] == f"{tar}//{name}"
 
 
+def _wav_bytes(seconds: float, seed: int = 0) -> bytes:
+    buf = io.BytesIO()
+    samples = (np.random.default_rng(seed).standard_normal(int(16000 * seconds)) * 0.1).astype(np.float32)
+    sf.write(buf, samples, 16000, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def test_max_duration_and_the_value_size_apply_to_files_members_and_rows(tmp_path, monkeypatch):
+    """--max_duration is checked from the header of a whole file, a tar member and a parquet row (before they
+    are read); audio too large for one parquet value is a skipped key, not a crash; the others are written."""
+    seconds = {"k0": 0.5, "k1": 2.0, "k2": 0.5, "k3": 0.9}
+    data = {k: _wav_bytes(s, i) for i, (k, s) in enumerate(seconds.items())}
+    keys = list(data)
+    d = tmp_path / "data"
+    _write_tables(d, keys, {k: "hi" for k in keys}, spk=lambda k: "s")
+    for k, b in data.items():
+        (tmp_path / f"{k}.wav").write_bytes(b)
+    (d / "wav.scp").write_text("".join(f"{k} {tmp_path / k}.wav\n" for k in keys))
+    with tarfile.open(tmp_path / "a.tar", "w") as tf:
+        for k, b in data.items():
+            info = tarfile.TarInfo(f"{k}.wav")
+            info.size = len(b)
+            tf.addfile(info, io.BytesIO(b))
+    (tmp_path / "tar.list").write_text("a.tar\n")
+    pq.write_table(pa.table({"utt": keys, "audio_data": list(data.values())}), tmp_path / "a.parquet")
+    (tmp_path / "pq.list").write_text("a.parquet\n")
+    # k3 (0.9 s) is too large to store: one parquet value may hold fewer bytes (here)
+    monkeypatch.setattr(cvp, "MAX_AUDIO_BYTES", len(data["k3"]) - 1)
+    for name, source in (("files", []), ("tar", ["--tar_list", tmp_path / "tar.list"]),
+                         ("parquet", ["--parquet_list", tmp_path / "pq.list"])):
+        out = tmp_path / f"out_{name}"
+        assert _run("--data_dir", d, *source, "--output_dir", out, "--max_duration", 1, "--max_skipped_ratio", 1) == 0
+        skipped = _skipped(out)
+        assert sorted(skipped) == ["k1", "k3"], (name, skipped)
+        assert "2 s of audio, over the 1 s limit (--max_duration)" in skipped["k1"], name
+        assert "more than one parquet value holds" in skipped["k3"], name
+        assert [r["utt"] for r in opener_rows(out)] == ["k0", "k2"], name
+
+
+def test_a_row_that_cannot_be_stored_is_skipped_and_its_shard_written(tmp_path, monkeypatch):
+    """Whatever value pyarrow cannot store (too large, out of its type's range) costs its row only."""
+    from s3tok.stages import parquet_rows
+
+    monkeypatch.setattr(parquet_rows, "tokens_of", lambda value, codebook_size=None: list(value))  # unchecked
+    d, wavs, tables = _mini_data_dir(tmp_path)
+    keys = list(wavs)
+    tables["speech_token"][keys[1]] = [1, 2 ** 70]  # not an int64: pa.array raises
+    torch.save(tables["speech_token"], d / "utt2speech_token.pt")
+    out = tmp_path / "parquet"
+    assert _run("--data_dir", d, "--output_dir", out, "--num_utts_per_parquet", 3, "--max_skipped_ratio", 0.2) == 0
+    assert list(_skipped(out)) == [keys[1]] and "cannot be stored" in _skipped(out)[keys[1]]
+    assert [r["utt"] for r in opener_rows(out)] == [k for k in keys if k != keys[1]]
+    utt2 = json.loads((out / cvp.utt2parquet_name(0)).read_text(encoding="utf-8"))
+    assert list(utt2) == [keys[0], keys[2]]
+
+
+def test_row_groups_end_at_a_byte_budget(tmp_path, monkeypatch):
+    rows = [{"utt": f"k{i}", "audio_data": _wav_bytes(0.1, i), "wav": "w", "text": "t", "spk": "s"}
+            for i in range(5)]
+    monkeypatch.setattr(cvp, "ROW_GROUP_BYTES", 2 * len(rows[0]["audio_data"]))
+    path = tmp_path / cvp.shard_name(0)
+    assert cvp.write_shard(path, rows, cvp.columns_for([])) == 5
+    assert pq.ParquetFile(path).num_row_groups == 3  # 2 + 2 + 1 rows
+    assert [r["utt"] for r in cvp.read_rows(path)] == [r["utt"] for r in rows]
+
+
+def test_malformed_pt_values_are_skipped_keys(tmp_path):
+    """A token beyond int64 or the codebook (tokenizer.json beside the table), an embedding beyond float:
+    that key is skipped with the reason, the run goes on."""
+    d, wavs, tables = _mini_data_dir(tmp_path)
+    keys = list(wavs)
+    tables["speech_token"][keys[0]] = [1, 2 ** 70]
+    tables["speech_token"][keys[1]] = [2 ** 63]
+    tables["speech_token"][keys[2]] = [5, 6561]
+    tables["utt_embedding"][keys[3]] = [10 ** 400, 0.0, 0.0]
+    torch.save(tables["speech_token"], d / "utt2speech_token.pt")
+    torch.save(tables["utt_embedding"], d / "utt2embedding.pt")
+    (d / "tokenizer.json").write_text(json.dumps({"codebook_size": 6561, "model": "x"}))
+    out = tmp_path / "parquet"
+    assert _run("--data_dir", d, "--output_dir", out, "--max_skipped_ratio", 0.5) == 0
+    skipped = _skipped(out)
+    assert skipped == {keys[0]: "bad speech_token: not a token: 1180591620717411303424",
+                       keys[1]: "bad speech_token: not a token: 9223372036854775808",
+                       keys[2]: "bad speech_token: token 6561 outside the codebook of 6561 (tokenizer.json)",
+                       keys[3]: "bad utt_embedding: not a finite number: 1000000000000000000000000000000000000..."}
+    assert [r["utt"] for r in opener_rows(out)] == keys[4:]
+
+
 # ---------------------------------------------------------------------------------------------------------- errors
+
+def test_an_output_dir_holding_the_input_shards_is_refused(tmp_path, caplog):
+    """CosyVoice's shards given back to make-parquet (to add a column) with the same folder: their names are
+    the ones it writes and removes, so the run is refused before anything is written (else rows would be
+    read from rewritten files: another key's audio). Through a link to that folder too."""
+    d, wavs, _ = _mini_data_dir(tmp_path)
+    shards = tmp_path / "shards"
+    assert _run("--data_dir", d, "--output_dir", shards, "--num_utts_per_parquet", 4, "--no_speech_token") == 0
+    before = {p.name: p.read_bytes() for p in shards.iterdir() if p.is_file()}
+    (tmp_path / "link").symlink_to(shards)
+    for out in (shards, tmp_path / "link"):
+        caplog.clear()
+        assert _run("--data_dir", d, "--parquet_list", shards / "data.list", "--output_dir", out) == 2
+        line = next(r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+        assert str(shards / cvp.shard_name(0)) in line and f"--output_dir {out.absolute()}" in line
+        assert {p.name: p.read_bytes() for p in shards.iterdir() if p.is_file()} == before
+    # another folder: every row with its own audio, the speech tokens added
+    out = tmp_path / "again"
+    assert _run("--data_dir", d, "--parquet_list", shards / "data.list", "--output_dir", out) == 0
+    rows = opener_rows(out)
+    assert [r["utt"] for r in rows] == list(wavs)
+    assert all(r["audio_data"] == wavs[r["utt"]].read_bytes() and len(r["speech_token"]) for r in rows)
+
+
 
 def test_without_pyarrow_a_clear_error_and_no_lists(tmp_path, monkeypatch, caplog):
     d, _, _ = _mini_data_dir(tmp_path)
@@ -350,7 +463,7 @@ def test_disk_error_exits_3_and_writes_no_lists(tmp_path, monkeypatch):
     d, _, _ = _mini_data_dir(tmp_path)
     out = tmp_path / "parquet"
 
-    def full(path, rows, columns):
+    def full(path, rows, columns, reject=None):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(cvp, "write_shard", full)

@@ -6,8 +6,9 @@
 Columns: utt, audio_data, wav, text, spk, then utt_embedding, spk_embedding (from utt2embedding.pt,
 spk2embedding.pt), speech_token (utt2speech_token.pt) and instruct (--instruct) when given. The .pt tables
 are read from --data_dir unless named; one that is not there is a column not written. Only utterances
-with every written column are written; the others, and those whose audio cannot be read, are listed in
-parquet_skipped. A rerun skips the shards already written from the same inputs.
+with every written column are written; the others, and those whose audio cannot be read (or is over
+--max_duration, by its header, or too large for a parquet value), are listed in parquet_skipped. A rerun skips
+the shards already written from the same inputs. An --output_dir holding the input shards is refused.
 
 Exit codes: 0 done; 1 more than --max_skipped_ratio of the utterances skipped (everything else is written);
 2 bad arguments or input files (the line names the file), pyarrow missing; 3 the disk failed."""

@@ -1,7 +1,10 @@
 """Merge the embed jobs of one set into CosyVoice's files in ``--dest``: ``utt2embedding.pt``
 (``dict[str, list[float]]``), ``spk2embedding.pt`` (each speaker's mean, from ``utt2spk``), plus
 ``embedding.scp``, ``embed_fail`` and ``embedder.json``, after checking that every input key appears exactly
-once. Exit 1 when more than ``--max_fail_ratio`` failed, 2 when the jobs cannot be merged."""
+once. An embedded utterance without a speaker in ``utt2spk`` stays in ``utt2embedding.pt``, is left out of
+``spk2embedding.pt`` and is listed in ``embed_no_speaker`` (a warning, not a failure: make-parquet skips it
+later, for want of a speaker). Exit 1 when more than ``--max_fail_ratio`` failed, 2 when the jobs cannot be
+merged (or ``utt2spk`` has none of the embedded utterances)."""
 from __future__ import annotations
 
 import argparse
@@ -49,8 +52,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result = merge_embed_jobs(args.output_dir, args.num_jobs, keys, args.dest, utt2spk)
     except (ValueError, OSError) as e:  # MergeError is a ValueError
         return exit_codes.report(logger, e)
-    logger.info("%s: %d / %d utterances embedded, %d speakers, %d failed (%s/embed_fail)", args.dest,
-                result.embedded, result.total, result.speakers, result.failed, args.dest)
+    logger.info("%s: %d / %d utterances embedded, %d speakers, %d failed (%s/embed_fail)%s", args.dest,
+                result.embedded, result.total, result.speakers, result.failed, args.dest,
+                f", {result.no_speaker} without a speaker ({args.dest}/embed_no_speaker)" if result.no_speaker else "")
     return merged_fail_exit(logger, result, args.max_fail_ratio, f"{args.dest}/embed_fail")
 
 

@@ -9,14 +9,15 @@ Columns, in this order: ``utt``, ``audio_data`` (the audio file's bytes, decoded
 (list<double>), ``speech_token`` (list<int64>; ``to_pandas`` makes it a numpy array, whose ``.shape``
 CosyVoice's ``compute_fbank`` uses) and ``instruct`` (string, CosyVoice3).
 
-Row groups hold :data:`ROW_GROUP_ROWS` rows, the reader's batch, so that reading a shard holds one small
-row group of audio at a time, not the whole file. Needs ``pyarrow`` (``pip install 's3tok[parquet]'``).
+Row groups hold :data:`ROW_GROUP_ROWS` rows, the reader's batch (fewer when their audio passes
+:data:`ROW_GROUP_BYTES`), so that reading a shard holds one small row group of audio at a time, not the
+whole file. Needs ``pyarrow`` (``pip install 's3tok[parquet]'``).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Iterator, List, Mapping, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from s3tok.util.fsutil import temp_beside
 
@@ -26,6 +27,10 @@ REQUIRED = ("utt", "audio_data", "wav", "text", "spk")
 OPTIONAL = ("utt_embedding", "spk_embedding", "speech_token", "instruct")
 COLUMNS = REQUIRED + OPTIONAL
 ROW_GROUP_ROWS = 64
+#: A row group also ends before its audio passes this many bytes (one longer row is a row group alone).
+ROW_GROUP_BYTES = 256 << 20
+#: The most bytes one ``audio_data`` value can hold (Arrow's binary arrays have 32-bit offsets).
+MAX_AUDIO_BYTES = (1 << 31) - 2
 LISTS = ("data.list", "utt2data.list", "spk2data.list")
 
 CHECK_PYARROW = "make-parquet needs pyarrow: pip install 's3tok[parquet]' (or: pip install pyarrow)"
@@ -71,22 +76,57 @@ def schema(columns: Sequence[str]):
     return pa.schema([pa.field(c, types[c]) for c in columns])
 
 
-def _batches(rows: Iterable[Mapping[str, object]], size: int) -> Iterator[List[Mapping[str, object]]]:
+def _batches(rows: Iterable[Mapping[str, object]], size: int,
+             max_bytes: int) -> Iterator[List[Mapping[str, object]]]:
+    """``size`` rows at a time, fewer when their ``audio_data`` would pass ``max_bytes``."""
     batch: List[Mapping[str, object]] = []
+    held = 0
     for row in rows:
+        n = len(row.get("audio_data") or b"")
+        if batch and held + n > max_bytes:
+            yield batch
+            batch, held = [], 0
         batch.append(row)
+        held += n
         if len(batch) == size:
             yield batch
-            batch = []
+            batch, held = [], 0
     if batch:
         yield batch
 
 
-def write_shard(path: PathLike, rows: Iterable[Mapping[str, object]], columns: Sequence[str]) -> int:
+def _storable(batch: List[Mapping[str, object]], columns: Sequence[str], sch,
+              reject: Optional[Callable[[Mapping[str, object], str], None]]) -> Optional[Any]:
+    """The pyarrow table of ``batch``; when a value cannot be stored (too large, out of its type's range), the
+    table of the rows that can, each other row given to ``reject(row, reason)`` (raised without ``reject``)."""
+    pa, _ = pyarrow_modules()
+
+    def table(rows):
+        return pa.table({c: pa.array([r[c] for r in rows], type=sch.field(c).type) for c in columns}, schema=sch)
+
+    try:
+        return table(batch)
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        if reject is None:
+            raise
+    good = []
+    for row in batch:
+        try:
+            table([row])
+            good.append(row)
+        except (pa.ArrowException, OverflowError, TypeError, ValueError) as e:
+            reject(row, f"cannot be stored ({type(e).__name__}: {' '.join(str(e).split())})")
+    return table(good) if good else None
+
+
+def write_shard(path: PathLike, rows: Iterable[Mapping[str, object]], columns: Sequence[str],
+                reject: Optional[Callable[[Mapping[str, object], str], None]] = None) -> int:
     """Write ``rows`` (dicts holding every column) to the parquet file ``path``: to a temporary name beside
-    it, fsynced, then renamed. Rows are consumed as they come, :data:`ROW_GROUP_ROWS` at a time. Returns the
-    number of rows; with none, nothing is written (``path`` is left as it was) and 0 is returned."""
-    pa, pq = pyarrow_modules()
+    it, fsynced, then renamed. Rows are consumed as they come, :data:`ROW_GROUP_ROWS` at a time (fewer past
+    :data:`ROW_GROUP_BYTES` of audio). A row with a value that cannot be stored goes to ``reject(row, reason)``
+    and the others are written. Returns the number of rows written; with none, nothing is written (``path``
+    is left as it was) and 0 is returned."""
+    _, pq = pyarrow_modules()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sch = schema(columns)
@@ -96,13 +136,14 @@ def write_shard(path: PathLike, rows: Iterable[Mapping[str, object]], columns: S
     try:
         writer = None
         try:
-            for batch in _batches(rows, ROW_GROUP_ROWS):
-                table = pa.table({c: pa.array([r[c] for r in batch], type=sch.field(c).type) for c in columns},
-                                 schema=sch)
+            for batch in _batches(rows, ROW_GROUP_ROWS, ROW_GROUP_BYTES):
+                table = _storable(batch, columns, sch, reject)
+                if table is None:
+                    continue
                 if writer is None:
                     writer = pq.ParquetWriter(tmp, sch)
                 writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
-                n += len(batch)
+                n += table.num_rows
         finally:
             if writer is not None:
                 writer.close()

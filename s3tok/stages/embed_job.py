@@ -139,12 +139,16 @@ def run_embed_job(embedder, utts: Sequence[Utterance], files: JobPaths, *, num_w
     return stats
 
 
+NO_SPEAKER_FILE = "embed_no_speaker"
+
+
 @dataclass
 class EmbedMergeResult:
     embedded: int
     failed: int
     speakers: int
     total: int
+    no_speaker: int = 0  # embedded, but not in utt2spk: in utt2embedding.pt, not in any speaker's mean
 
     @property
     def fail_ratio(self) -> float:
@@ -165,7 +169,10 @@ def merge_embed_jobs(output_dir: PathLike, num_jobs: int, input_keys: Sequence[s
                      prior_fail: Sequence[PathLike] = ()) -> EmbedMergeResult:
     """Check the jobs (finished, one maker, every key once) and publish into ``dest`` together:
     ``utt2embedding.pt`` (``dict[str, list[float]]``), ``spk2embedding.pt`` (each speaker's mean; with
-    ``utt2spk``), ``embedding.scp`` (the jobs' arks), ``embed_fail`` and ``embedder.json``."""
+    ``utt2spk``), ``embedding.scp`` (the jobs' arks), ``embed_fail`` and ``embedder.json``. With ``utt2spk``,
+    an embedded utterance it lacks stays in ``utt2embedding.pt``, is in no speaker's mean, and is listed in
+    ``embed_no_speaker`` (``key reason``; logged); a ``utt2spk`` with none of the embedded utterances is an
+    error."""
     protocol.require_finished(EMBED, output_dir, num_jobs)
     jobs = EMBED.jobs(output_dir, num_jobs)
     makers = [json.loads(j["provenance"].read_text(encoding="utf-8")) for j in jobs]
@@ -193,17 +200,24 @@ def merge_embed_jobs(output_dir: PathLike, num_jobs: int, input_keys: Sequence[s
         (dest / "utt2embedding.pt", torch_saved(utt2emb)),
     ]
     speakers = 0
+    lacking: List[str] = []
     if utt2spk is not None:
         lacking = [k for k in utt2emb if k not in utt2spk]
+        if utt2emb and len(lacking) == len(utt2emb):
+            raise MergeError(f"none of the {len(utt2emb)} embedded utterances is in utt2spk (e.g. {lacking[:3]}): "
+                             "the utt2spk of another set?")
         if lacking:
-            raise MergeError(f"{len(lacking)} utterance(s) have no speaker in utt2spk, e.g. {lacking[:3]}")
-        spk2emb = speaker_means(utt2emb, utt2spk)
+            logger.warning("%d embedded utterance(s) have no speaker in utt2spk, e.g. %s: kept in utt2embedding.pt, "
+                           "left out of spk2embedding.pt; listed in %s", len(lacking), lacking[:3],
+                           dest / NO_SPEAKER_FILE)
+        spk2emb = speaker_means({k: v for k, v in utt2emb.items() if k in utt2spk}, utt2spk)
         speakers = len(spk2emb)
-        outputs.append((dest / "spk2embedding.pt", torch_saved(spk2emb)))
+        outputs += [(dest / "spk2embedding.pt", torch_saved(spk2emb)),
+                    (dest / NO_SPEAKER_FILE, _lines(f"{k} no speaker in utt2spk" for k in lacking))]
     clear_done(dest, MERGE_STAGE)
     remove_leftovers(dest, [p for p, _ in outputs])
     publish(outputs)
-    result = EmbedMergeResult(len(utt2emb), len(fail_rows), speakers, len(input_keys))
+    result = EmbedMergeResult(len(utt2emb), len(fail_rows), speakers, len(input_keys), len(lacking))
     mark_done(dest, MERGE_STAGE, None, {"embedded": result.embedded, "failed": result.failed,
                                         "output_dir": str(output_dir)}, outputs=[p for p, _ in outputs])
     return result

@@ -10,8 +10,10 @@ skips the finished shards and redoes the rest. Then ``data.list``, ``utt2data.li
 Shards are planned from the tables alone (:func:`s3tok.stages.parquet_rows.plan`), before any audio is
 read: the utterances, in the audio source's order, that have every requested field (text, speaker, and each
 requested token or embedding) fill shards of ``num_utts_per_parquet``. An utterance whose audio then cannot
-be read is skipped with its reason and its shard is written without it (one bad file never costs a shard,
-nor moves a key to another shard). Every skipped utterance is in ``parquet_skipped`` as ``key reason``.
+be read (or is over ``--max_duration``, or too large to store) is skipped with its reason and its shard is
+written without it (one bad file never costs a shard, nor moves a key to another shard). Every skipped
+utterance is in ``parquet_skipped`` as ``key reason``. An output folder where a shard would overwrite one of
+the input containers (CosyVoice's shards given back in place) is refused before anything is written.
 
 A row's other columns come from :mod:`s3tok.stages.parquet_rows`, its ``audio_data`` from
 :mod:`s3tok.stages.parquet_audio`.
@@ -24,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,8 +134,10 @@ def write_one_shard(files: ShardPaths, rows: Sequence[Planned], columns: Sequenc
         return int(info["written"]), [(k, r) for k, r in info["skipped"]]
     shard = str(files["parquet"])
     skipped: List[Tuple[str, str]] = []
-    keys: List[str] = []
-    speakers: Dict[str, None] = {}
+
+    def skip(key: str, reason: str) -> None:
+        skipped.append((key, " ".join(reason.split())))
+        logger.warning("%s: skipped: %s", key, skipped[-1][1])
 
     def table_rows() -> Iterator[dict]:
         read = ordered_results(rows, lambda p: audio_bytes(p.utt, opts.base_dir), opts.num_workers,
@@ -141,19 +146,18 @@ def write_one_shard(files: ShardPaths, rows: Sequence[Planned], columns: Sequenc
             if bar is not None:
                 bar.update(1)
             if error is not None:
-                skipped.append((p.utt.key, f"audio: {' '.join(one_line(error).split())}"))
-                logger.warning("%s: skipped: %s", p.utt.key, skipped[-1][1])
+                skip(p.utt.key, f"audio: {one_line(error)}")
                 continue
-            keys.append(p.utt.key)
-            speakers[p.meta["spk"]] = None
             yield {"utt": p.utt.key, "audio_data": data, "wav": wav_name(p.utt, opts.base_dir), **p.meta}
 
-    written = cvp.write_shard(shard, table_rows(), columns)
+    written = cvp.write_shard(shard, table_rows(), columns, reject=lambda row, why: skip(str(row["utt"]), why))
     if written + len(skipped) != len(rows):  # every read accounted for, written or skipped
         raise RuntimeError(f"{shard}: {written} written + {len(skipped)} skipped != {len(rows)} planned")
     if written:
-        publish([(files["utt2parquet"], _json({k: shard for k in keys})),
-                 (files["spk2parquet"], _json({s: shard for s in speakers}))])
+        gone = {k for k, _ in skipped}
+        kept = [p for p in rows if p.utt.key not in gone]
+        publish([(files["utt2parquet"], _json({p.utt.key: shard for p in kept})),
+                 (files["spk2parquet"], _json({p.meta["spk"]: shard for p in kept}))])
     else:  # nothing readable: no files, and none left from an earlier run
         logger.warning("%s: none of its %d utterances could be read; no shard written", shard, len(rows))
         for p in files.outputs:
@@ -192,12 +196,32 @@ def remove_stale_shards(output_dir: Path, count: int) -> int:
 
 # ------------------------------------------------------------------------------------------------ the stage
 
+_OUTPUT_NAME = re.compile(r"(parquet_\d{9}\.tar|(utt|spk)2parquet_\d{9}\.json)")
+
+
+def check_inputs_apart(utts: Sequence[Utterance], output_dir: Path) -> None:
+    """``ValueError`` naming the input and ``output_dir`` when a shard, list or stale shard that make-parquet
+    writes or removes there would be one of its input containers (tar shards, parquet files: CosyVoice's
+    shards given back to it, as ``--parquet_list DIR/data.list --output_dir DIR``), whether named as given or
+    reached through a link. Rows read after such a file is rewritten would be another key's audio."""
+    if not output_dir.is_dir():
+        return
+    outputs = set(cvp.LISTS) | {SKIPPED_FILE}
+    for container in sorted({u.member.container for u in utts if u.member is not None}):
+        for path in (os.path.abspath(container), os.path.realpath(container)):
+            folder, name = os.path.split(path)
+            if (name in outputs or _OUTPUT_NAME.fullmatch(name)) and os.path.samefile(folder, output_dir):
+                raise ValueError(f"{container}: an input of make-parquet, and --output_dir {output_dir} would "
+                                 f"overwrite or remove it ({name}); write the shards to another folder")
+
+
 def make_parquet(utts: Sequence[Utterance], tables: Tables, output_dir: PathLike, opts: Options) -> Result:
     """Write the shards of ``utts`` and then the lists into ``output_dir`` (see the module's docstring)."""
     cvp.pyarrow_modules()  # before anything is written: without pyarrow, no shard and no list
     if opts.num_utts_per_parquet < 1:
         raise ValueError(f"--num_utts_per_parquet must be at least 1, got {opts.num_utts_per_parquet}")
     out = Path(output_dir).absolute()
+    check_inputs_apart(utts, out)
     out.mkdir(parents=True, exist_ok=True)
     columns = cvp.columns_for(optional_columns(tables, opts.instruct))
     planned, skipped = plan(utts, tables, opts)

@@ -4,32 +4,49 @@
 undecodable file); for a segment or a ``cmd |`` pipe, a WAV of the utterance's samples at the recording's own
 rate and channels (CosyVoice resamples and averages itself): 16-bit PCM when the recording is 8- or 16-bit
 PCM (bit-exact, half the size of float), 32-bit float otherwise (the samples exactly as decoded, no
-requantisation); for a tar member or parquet row, its bytes.
+requantisation); for a tar member or parquet row, its bytes. A file, member or row is checked from its
+header before it is read whole (decodable, not empty, within ``--max_duration``); no value may exceed
+:data:`s3tok.data.cosyvoice_parquet.MAX_AUDIO_BYTES`.
 """
 from __future__ import annotations
 
 import io
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import BinaryIO, Optional, Union
 
 import numpy as np
 import soundfile as sf
 
+from s3tok.data import cosyvoice_parquet as cvp
+from s3tok.data.audio import check_span
 from s3tok.data.sources import Utterance
 from s3tok.stages.features import one_line
 
 PathLike = Union[str, os.PathLike]
+UNKNOWN_FRAMES = 2 ** 63 - 1  # libsndfile's frame count when the header does not state the length
 
 
-def _check_decodable(data: bytes) -> None:
-    """Refuse bytes whose header soundfile cannot read, or that hold no samples."""
+def _check_size(size: int) -> None:
+    if size > cvp.MAX_AUDIO_BYTES:
+        raise ValueError(f"{size} bytes of audio, more than one parquet value holds ({cvp.MAX_AUDIO_BYTES})")
+
+
+def _read_checked(src: BinaryIO) -> bytes:
+    """All of ``src`` (a seekable audio file), after its size and its header are checked: refused, before it is
+    read into memory, when too large for a parquet value, not decodable, empty, or longer than
+    ``--max_duration`` (:func:`s3tok.data.audio.check_span`)."""
     try:
-        info = sf.info(io.BytesIO(data))
+        info = sf.info(src)
     except Exception as e:  # noqa: BLE001 - soundfile raises several types
         raise ValueError(f"not decodable audio ({one_line(e)})") from None
     if info.frames <= 0:
         raise ValueError("audio is empty (0 samples)")
+    if info.frames < UNKNOWN_FRAMES:  # a length not in the header (a FLAC written to a pipe): the size bounds it
+        check_span(int(info.samplerate), int(info.frames))
+    _check_size(src.seek(0, io.SEEK_END))
+    src.seek(0)
+    return src.read()
 
 
 def _subtype_for(src) -> str:
@@ -81,11 +98,11 @@ def wav_name(u: Utterance, base_dir: Optional[PathLike] = None) -> str:
 def audio_bytes(u: Utterance, base_dir: Optional[PathLike] = None) -> bytes:
     """The ``audio_data`` of one utterance (see the module's docstring); raises with the reason."""
     if u.member is not None:
-        data = u.member.open().read()
-    elif u.segment or u.recording.is_pipe:
-        return _wav_of_utterance(u, base_dir)
-    else:
-        with open(wav_name(u, base_dir), "rb") as f:
-            data = f.read()
-    _check_decodable(data)
-    return data
+        with u.member.open() as src:
+            return _read_checked(src)
+    if u.segment or u.recording.is_pipe:
+        data = _wav_of_utterance(u, base_dir)
+        _check_size(len(data))
+        return data
+    with open(wav_name(u, base_dir), "rb") as f:
+        return _read_checked(f)

@@ -4,6 +4,7 @@ utterances can be written at all: those with every requested field (text, speake
 embedding, well formed); the others get their reason (``parquet_skipped``)."""
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -18,6 +19,7 @@ from s3tok.stages.features import one_line
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
+INT64_MAX = (1 << 63) - 1  # speech_token is list<int64>
 
 #: The instruct text of CosyVoice3's recipes (``local/prepare_data.py --instruct`` writes it for every utterance).
 COSYVOICE3_INSTRUCT = "You are a helpful assistant.<|endofprompt|>"
@@ -32,6 +34,7 @@ class Tables:
     speech_token: Optional[dict] = None
     utt_embedding: Optional[dict] = None
     spk_embedding: Optional[dict] = None
+    codebook_size: Optional[int] = None  # from tokenizer.json beside the token table: ids must be below it
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,8 @@ def load_tables(data_dir: PathLike, utt2speech_token: Optional[PathLike] = None,
                     speech_token=_optional_table(d, utt2speech_token, "utt2speech_token.pt", no_speech_token),
                     utt_embedding=_optional_table(d, utt2embedding, "utt2embedding.pt", no_embedding),
                     spk_embedding=_optional_table(d, spk2embedding, "spk2embedding.pt", no_embedding))
+    if tables.speech_token is not None:
+        tables.codebook_size = codebook_size_beside(utt2speech_token or d / "utt2speech_token.pt")
     if (tables.utt_embedding is None) != (tables.spk_embedding is None):
         logger.warning("only one of utt_embedding / spk_embedding will be written; CosyVoice's training reads both")
     return tables
@@ -112,22 +117,50 @@ def _as_list(value) -> list:
     return list(value)
 
 
-def tokens_of(value) -> List[int]:
-    """A token sequence as a list of ints; ``ValueError`` with the reason otherwise."""
+def _short(x) -> str:
+    text = repr(x)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def tokens_of(value, codebook_size: Optional[int] = None) -> List[int]:
+    """A token sequence as a list of ints (int64, below ``codebook_size`` when known); ``ValueError`` with the
+    reason otherwise."""
     out = _as_list(value)
     for t in out:
-        if isinstance(t, bool) or not isinstance(t, int) or t < 0:
-            raise ValueError(f"not a token: {t!r}")
+        if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t <= INT64_MAX:
+            raise ValueError(f"not a token: {_short(t)}")
+        if codebook_size is not None and t >= codebook_size:
+            raise ValueError(f"token {t} outside the codebook of {codebook_size} (tokenizer.json)")
     return out
 
 
 def vector_of(value) -> List[float]:
     """An embedding as a list of finite floats; ``ValueError`` with the reason otherwise."""
-    out = _as_list(value)
-    for x in out:
-        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
-            raise ValueError(f"not a finite number: {x!r}")
-    return [float(x) for x in out]
+    out = []
+    for x in _as_list(value):
+        try:
+            if isinstance(x, bool) or not isinstance(x, (int, float)):
+                raise TypeError
+            out.append(float(x))  # OverflowError for an int beyond any float
+        except (TypeError, OverflowError):
+            raise ValueError(f"not a finite number: {_short(x)}") from None
+        if not math.isfinite(out[-1]):
+            raise ValueError(f"not a finite number: {_short(x)}")
+    return out
+
+
+def codebook_size_beside(table: PathLike) -> Optional[int]:
+    """The ``codebook_size`` of the ``tokenizer.json`` that merge-tokens writes beside ``utt2speech_token.pt``,
+    or None (not there, or without one: token ids are then not checked against the codebook)."""
+    path = Path(table).parent / "tokenizer.json"
+    if not path.is_file():
+        return None
+    try:
+        size = json.loads(path.read_text(encoding="utf-8")).get("codebook_size")
+    except (ValueError, OSError, AttributeError) as e:
+        logger.warning("%s: unreadable (%s); token ids are not checked against the codebook", path, one_line(e))
+        return None
+    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
 
 
 def clean_text(text: str, remove_spaces: bool) -> str:
@@ -175,7 +208,7 @@ def _meta(key: str, tables: Tables, opts: Options, dims: Dict[str, int]) -> dict
         if key not in tables.speech_token:
             raise ValueError("no speech_token")
         try:
-            tokens = tokens_of(tables.speech_token[key])
+            tokens = tokens_of(tables.speech_token[key], tables.codebook_size)
         except ValueError as e:
             raise ValueError(f"bad speech_token: {e}") from None
         if not tokens:

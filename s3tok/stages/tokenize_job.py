@@ -99,8 +99,9 @@ def run_job(model: S3Tokenizer, utts: Sequence[Utterance], files: JobPaths, *,
         journal.close()
     token_rows = [(u.key, kept[u.key]) for u in utts if u.key in kept]
     stats.done = len(token_rows)
-    atomic_write_lines(files["txt"], [f"{k} {v}" if v else k for k, v in token_rows])
+    # the ark first: its writer refuses a key that is not a Kaldi key, before tokens.txt names it
     write_int32_vectors((files["ark"], files["scp"]), [(k, [int(t) for t in v.split()]) for k, v in token_rows])
+    atomic_write_lines(files["txt"], [f"{k} {v}" if v else k for k, v in token_rows])
     atomic_write_lines(files["fail"], [f"{u.key} {failures[u.key]}" for u in utts if u.key in failures])
     journal.remove()
     protocol.finish(files, inputs, {"utterances": len(utts), "tokenized": len(token_rows), "failed": len(failures)})
