@@ -274,6 +274,19 @@ def test_defaults_follow_the_device():
     assert P.defaults_for("cpu", 6000, batch_size=4, num_workers=5).chunk_size == 64
 
 
+def test_cpu_chunks_of_long_files_end_at_an_hour_of_audio():
+    """CPU chunks were 128 utterances whatever their length: 128 ten-minute files held 3.9 GB of log-mels,
+    twice over with the next chunk decoding. Now a chunk also ends at about an hour of audio; chunks of
+    short clips are as before (the same batches, the same bits)."""
+    plan = P.defaults_for("cpu", 6000)
+    long = [Utterance(f"l{i}", recording=WavEntry("r", "r.wav"), segment=True, start=0.0, end=600.0)
+            for i in range(40)]
+    assert [len(c) for c in P.cut_chunks(long, plan)] == [6] * 6 + [4]
+    short = [Utterance(f"s{i}", recording=WavEntry("r", "r.wav"), segment=True, start=0.0, end=8.0)
+             for i in range(300)]
+    assert [len(c) for c in P.cut_chunks(short, plan)] == [128, 128, 44]
+
+
 def test_cli_leaves_batch_size_and_workers_to_the_device():
     args = tokenize_bin.get_parser().parse_args(["--wav_scp", "x", "--model", "m", "--output_dir", "o"])
     assert args.batch_size is None and args.num_workers is None

@@ -215,6 +215,10 @@ CPU_BATCH_SIZE = 16
 CPU_WORKERS = 2
 GPU_MAX_WORKERS = 8
 CHUNK_FORWARDS = 4  # on a GPU a chunk holds about this many full forward passes of audio
+# on a CPU a chunk also ends at about this much audio (estimated before decoding): its log-mels (51 KB per
+# second) and the next chunk's, decoded meanwhile, stay near 200 MB each even when every file is an hour long;
+# short clips (128 of 2-30 s) never reach it, so their chunks, batches and bits are as before
+CPU_CHUNK_SECONDS = 3600.0
 BYTES_PER_SECOND = 32000.0  # 16-bit 16 kHz audio: how sharding's size estimates turn into seconds
 
 
@@ -224,8 +228,8 @@ class FeedPlan:
 
     batch_size: int  # most utterances per batch; 0: the frame budget alone decides
     num_workers: int  # decode threads
-    chunk_size: int  # utterances per chunk; 0: chunks of about ``chunk_seconds`` of audio
-    chunk_seconds: float
+    chunk_size: int  # most utterances per chunk; 0: no bound
+    chunk_seconds: float  # about the most audio per chunk (estimated before decoding); 0: no bound
     batch_mel: bool  # decode threads hand over waveforms; each batch's log-mels are computed on the device
 
 
@@ -241,12 +245,12 @@ def defaults_for(device: Union[str, torch.device], max_frames: int, batch_size: 
 
     CPU: batches of at most 16 utterances, 2 decode threads that compute the log-mels, chunks of
     ``8 * batch_size`` (at least 64) utterances, as always (the same batches, hence the same bits, as
-    earlier versions). GPU: the frame budget alone decides a batch, ``min(8, cores - 1)`` threads that only
+    earlier versions), ending sooner at about :data:`CPU_CHUNK_SECONDS` of audio (long files). GPU: the frame budget alone decides a batch, ``min(8, cores - 1)`` threads that only
     decode, log-mels per batch on the device, chunks of about ``CHUNK_FORWARDS`` forward passes of audio."""
     if torch.device(device).type == "cpu":
         size = CPU_BATCH_SIZE if batch_size is None else batch_size
         return FeedPlan(size, CPU_WORKERS if num_workers is None else num_workers,
-                        chunk_size or max(size * 8, 64), 0.0, bool(batch_mel))
+                        chunk_size or max(size * 8, 64), CPU_CHUNK_SECONDS, bool(batch_mel))
     cores = usable_cores() if cores is None else cores
     return FeedPlan(batch_size or 0, max(1, min(GPU_MAX_WORKERS, cores - 1)) if num_workers is None else num_workers,
                     chunk_size, CHUNK_FORWARDS * max_frames / 100.0, True if batch_mel is None else batch_mel)
@@ -269,15 +273,15 @@ def estimated_seconds(entry: Union[Utterance, WavEntry], base_dir=None) -> float
 
 
 def cut_chunks(entries: Sequence, plan: FeedPlan, base_dir=None) -> List[Sequence]:
-    """Consecutive chunks of ``entries``: ``plan.chunk_size`` each, or about ``plan.chunk_seconds`` of
-    audio each (estimated before decoding, so a resumed job cuts the same chunks)."""
-    if plan.chunk_size:
-        return [entries[i:i + plan.chunk_size] for i in range(0, len(entries), plan.chunk_size)]
+    """Consecutive chunks of ``entries``, each ending at ``plan.chunk_size`` utterances or at about
+    ``plan.chunk_seconds`` of audio, whichever comes first (either bound 0: not used); the audio is
+    estimated before decoding (:func:`estimated_seconds`), so a resumed job cuts the same chunks."""
     chunks, begin, total = [], 0, 0.0
     for i, entry in enumerate(entries):
-        seconds = estimated_seconds(entry, base_dir)
-        total += seconds
-        if total >= plan.chunk_seconds:
+        if plan.chunk_seconds:
+            total += estimated_seconds(entry, base_dir)
+        full = plan.chunk_size and i + 1 - begin >= plan.chunk_size
+        if full or (plan.chunk_seconds and total >= plan.chunk_seconds):
             chunks.append(entries[begin:i + 1])
             begin, total = i + 1, 0.0
     if begin < len(entries):
@@ -385,7 +389,8 @@ def run_tokenize(model: S3Tokenizer, entries: Sequence[WavEntry],
     plan = defaults_for(model.device, max_frames_per_batch, batch_size, num_workers, chunk_size, batch_mel)
     logger.info("feeding %s: batches of %s, %d padded frames per forward pass; %d decode threads; chunks of %s; "
                 "log-mels %s", model.device, plan.batch_size or "any size", max_frames_per_batch, plan.num_workers,
-                f"{plan.chunk_size} utterances" if plan.chunk_size else f"~{plan.chunk_seconds:.0f} s of audio",
+                " or ".join(([f"{plan.chunk_size} utterances"] if plan.chunk_size else [])
+                            + ([f"~{plan.chunk_seconds:.0f} s of audio"] if plan.chunk_seconds else [])) or "all",
                 "per batch on the model's device" if plan.batch_mel else "in the decode threads")
     stats = RunStats()
     skip = frozenset(skip)
