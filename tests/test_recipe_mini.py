@@ -84,11 +84,12 @@ def test_bad_audio_is_recorded_and_the_ratio_enforced(ref, tmp_path):
         f.write("BAC009S9004W0099 坏 文件\n")
     model = str(ref / "models" / f"{MODEL}.onnx")
     out = run(recipe, "--model", model, "--sets", "test")
-    assert out.returncode != 0  # 1 of 4 failed: above the 5 % default
-    assert "1 / 4 failed" in out.stderr
+    assert out.returncode == 1  # 1 of 4 failed: above the 5 % default; merge-mel judges and stage 1 stops
+    assert "1 / 4 failed" in out.stderr and "mel_fail" in out.stderr
+    assert not (recipe / "exp" / MODEL / "test").exists()  # stage 2 never ran
     fail = (recipe / "data" / "test" / "mel_fail").read_text()
     assert fail.startswith("BAC009S9004W0099 ") and "cannot decode audio" in fail
-    ok = run(recipe, "--model", model, "--sets", "test", "--stage", "3", "--max_fail_ratio", "0.5")
+    ok = run(recipe, "--model", model, "--sets", "test", "--stage", "1", "--max_fail_ratio", "0.5")
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert (recipe / "data" / "test" / "utt2fail").read_text().startswith("BAC009S9004W0099 ")
     assert len((recipe / "data" / "test" / "tokens.scp").read_text().splitlines()) == 3
@@ -104,7 +105,7 @@ def test_bad_audio_is_recorded_and_the_ratio_enforced(ref, tmp_path):
 def test_recipe_rejects_unknown_option(tmp_path):
     recipe = copy_recipe(tmp_path)
     out = run(recipe, "--no_such_thing", "1")
-    assert out.returncode == 1 and "unknown option --no_such_thing" in out.stderr
+    assert out.returncode == 2 and "unknown option --no_such_thing" in out.stderr
 
 
 def test_parse_options(tmp_path):
@@ -114,7 +115,7 @@ def test_parse_options(tmp_path):
     run_ = lambda *a: subprocess.run(["bash", str(script), *a], capture_output=True, text=True)  # noqa: E731
     assert run_("--stage", "2", "--stop-stage=3", "--name", "a b", "pos").stdout == "2|3|a b|pos\n"
     bad = run_("--stage")
-    assert bad.returncode == 1 and "--stage needs a value" in bad.stderr
+    assert bad.returncode == 2 and "--stage needs a value" in bad.stderr
 
 
 def test_scan_audio_dir_keys(tmp_path):

@@ -122,7 +122,7 @@ def test_consistent_dir_lists_only_tokenized_keys(ref, tmp_path):
     write_consistent_dir(data, data, t)  # rerun replaces its own folder
     stranger = tmp_path / "mine"
     stranger.mkdir()
-    with pytest.raises(FileExistsError):
+    with pytest.raises(ValueError, match="not made by merge_tokens"):  # bad usage (exit 2), not a disk fault
         write_consistent_dir(data, data, stranger)
 
 

@@ -37,6 +37,11 @@ train_sets=train                     # sets whose shards go into data/train.data
 dev_sets=dev                         # ... and data/dev.data.list
 parquet_opts=""                      # e.g. "--text_remove_spaces" (AISHELL), "--instruct" (CosyVoice3)
 . "$root/utils/parse_options.sh"
+if [ $# -gt 0 ]; then   # parse_options.sh stops at the first word that is not an option: "--sets dev test"
+  echo "$0: unexpected argument(s) '$*': this script takes only --name value options (a list of sets is one" \
+       "value: --sets \"dev test\")" >&2
+  exit 2
+fi
 if [ -f ./cmd.sh ]; then . ./cmd.sh; else . "$recipe/cmd.sh"; fi   # the calling recipe's own, else this one
 
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') (${0##*/}:${BASH_LINENO[0]}) $*"; }
@@ -72,7 +77,8 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ] && [ "$use_mel" = true ]; then
     $cmd --num-threads "$threads" JOB=1:"$nj" "exp/mel/$set/log/mel.JOB.log" \
       s3tok compute-mel --data_dir "data/$set" --output_dir "exp/mel/$set" \
         --num_jobs "$nj" --job JOB --no_progress
-    s3tok merge-mel --data_dir "data/$set" --output_dir "exp/mel/$set" --num_jobs "$nj"
+    s3tok merge-mel --data_dir "data/$set" --output_dir "exp/mel/$set" --num_jobs "$nj" \
+      --max_fail_ratio "$max_fail_ratio"
   done
 fi
 

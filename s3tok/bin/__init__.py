@@ -120,10 +120,23 @@ def job_main(logger, args, argv, prog: str, body: Callable[[], int]) -> int:
         logger, args, lambda: body() if check_job_arguments(logger, args, argv, prog) else BAD_INPUT)
 
 
+def check_keys(utts, where: str) -> None:
+    """Refuse (``ValueError`` naming ``where`` and the key) a key that no table can hold: whitespace, an ASCII
+    control character or a Unicode line separator. Lines of ``wav.scp``/``feats.scp``/data dirs are refused
+    when read (file and line named); this catches the keys of tar members, parquet rows and audio folders."""
+    from s3tok.data.lines import key_problem
+
+    for u in utts:
+        bad = key_problem(u.key)
+        if bad:
+            raise ValueError(f"{where}: {bad}")
+
+
 def job_utterances(args, num_frames_file=None) -> List:
     """This job's utterances: those of the one source option given (``--data_dir``, ``--wav_scp``,
     ``--wav_dir``, ``--feats_scp``, ``--tar_list``, ``--parquet_list``, whichever the command has), cut to the
-    contiguous shard of ``--job`` of ``--num_jobs``. Raises ValueError or OSError for bad input."""
+    contiguous shard of ``--job`` of ``--num_jobs``. Raises ValueError or OSError for bad input, a key that
+    cannot name an utterance included (:func:`check_keys`), before any work."""
     from s3tok.data.sources import container_sources, select_source
     from s3tok.stages.sharding import job_shard
 
@@ -131,4 +144,6 @@ def job_utterances(args, num_frames_file=None) -> List:
     if hasattr(args, "tar_list"):
         sources.update(container_sources(args))
     utts = select_source(**sources)
+    check_keys(utts, next((f"--{k} {v}" for k, v in sources.items() if v and not isinstance(v, (bool, tuple))),
+                          "the input"))
     return job_shard(utts, args.num_jobs, args.job, num_frames_file) if args.num_jobs else utts

@@ -3,9 +3,10 @@
   python -m s3tok.bin.split_scp in.scp out.1.scp out.2.scp ...   (Kaldi's form: one piece per output; fewer
                                                                    lines than outputs is an error)
   python -m s3tok.bin.split_scp --num_pieces N in.scp out_dir     (writes out_dir/1/<name> .. out_dir/K/<name>,
-                                                                   K = min(N, lines), and prints K)
+                                                                   K = min(N, keys), and prints K)
 
-Lines are copied byte for byte, so the pieces concatenate back to the input. With ``--utt2dur`` the pieces
+Blank lines hold no key and are left out (a file of only blank lines is an error); the other lines are copied
+byte for byte, so the pieces concatenate back to the input without its blank lines. With ``--utt2dur`` the pieces
 balance the total duration instead of the line count (still contiguous, none empty). Each piece is written
 to a temporary name and renamed. Exit 1 for bad input, 2 for bad arguments.
 """
@@ -28,7 +29,7 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="s3tok split-scp", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--num_pieces", "--num-pieces", type=int, default=None, metavar="N",
-                   help="split into min(N, lines) pieces under OUT_DIR/J/ and print that number")
+                   help="split into min(N, non-blank lines) pieces under OUT_DIR/J/ and print that number")
     p.add_argument("--utt2dur", default=None, help="balance pieces by these durations (key seconds lines)")
     p.add_argument("input", help="the file to split")
     p.add_argument("outputs", nargs="+", help="output files (Kaldi form), or one OUT_DIR with --num_pieces")
@@ -55,7 +56,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 logger.warning("%s is left from an earlier split into more pieces; only 1..%d are current",
                                stale, len(pieces))
             if len(pieces) < args.num_pieces:
-                logger.info("%s has %d lines: %d pieces instead of %d", args.input,
+                logger.info("%s has %d lines (blank lines not counted): %d pieces instead of %d", args.input,
                             sum(len(p) for p in pieces), len(pieces), args.num_pieces)
             sys.stdout.write(f"{len(pieces)}\n")
             sys.stdout.flush()
@@ -63,8 +64,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         n = len(args.outputs)
         pieces = split_file(args.input, n, args.utt2dur)
         if len(pieces) < n:
-            logger.error("refusing to split %s: it has %d lines, fewer than the %d output files",
-                         args.input, len(pieces), n)
+            logger.error("refusing to split %s: it has %d lines (blank lines not counted), fewer than the %d "
+                         "output files", args.input, len(pieces), n)
             return 1
         for out, piece in zip(args.outputs, pieces):
             atomic_write_bytes(out, b"".join(piece))

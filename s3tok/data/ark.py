@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, Uni
 
 import numpy as np
 
+from s3tok.data.lines import key_problem, split_text_lines
 from s3tok.util.fsutil import temp_beside
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,6 @@ Target = Union[str, os.PathLike, Tuple[PathLike, PathLike]]
 
 #: Kaldi's table options (``ClassifyRspecifier`` / ``ClassifyWspecifier``).
 OPTIONS = frozenset({"t", "b", "f", "nf", "p", "o", "no", "s", "ns", "cs", "ncs", "bg"})
-_BAD_KEY = re.compile(r"[ \t\n\r\f\v]")  # Kaldi: ASCII whitespace ends a key (a no-break space does not)
 
 
 @dataclass(frozen=True)
@@ -162,11 +162,14 @@ def _write_items(writer: Any, items: Iterable[Tuple[str, Any]], convert: Callabl
                  where: str) -> int:
     n = 0
     for key, value in items:
-        if not isinstance(key, str) or not key or _BAD_KEY.search(key):
-            raise ValueError(f"{where}: invalid key {key!r} (keys are non-empty and without whitespace)")
+        bad = key_problem(key) if isinstance(key, str) else f"key {key!r} is not a string"
+        if bad:  # checked here, not left to kaldi-native-io, whose refusal reads like a write failure
+            raise ValueError(f"{where}: invalid {bad}")
         try:
             writer.write(key, convert(key, value))
         except RuntimeError as e:  # kaldi-native-io says only "Write failure": find out why
+            if "invalid key" in str(e).lower():  # Kaldi's own key check: the caller's input, not the disk
+                raise ValueError(f"{where}: kaldi-native-io refuses the key {key!r}: {_first_line(e)}") from None
             raise write_error(Path(where), e) from None
         n += 1
     return n
@@ -186,10 +189,11 @@ def write_error(path: Path, e: Exception) -> OSError:
 
 
 def _repoint_scp(tmp_scp: Path, tmp_ark: Path, final_ark: str) -> str:
-    """The scp text with each ``key tmp_ark:offset`` turned into ``key final_ark:offset``."""
+    """The scp text with each ``key tmp_ark:offset`` turned into ``key final_ark:offset`` (lines cut at
+    newlines only, as Kaldi wrote them)."""
     prefix = f"{tmp_ark}:"
     lines: List[str] = []
-    for lineno, line in enumerate(tmp_scp.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(split_text_lines(tmp_scp.read_text(encoding="utf-8")), 1):
         key, _, loc = line.partition(" ")
         if not loc.startswith(prefix):
             raise RuntimeError(f"{tmp_scp}:{lineno}: unexpected location {loc!r} (expected {prefix}OFFSET)")

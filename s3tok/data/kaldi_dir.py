@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from s3tok.util.fsutil import atomic_write_bytes
-from s3tok.data.lines import SPLIT as _SPLIT, Line, read_lines  # noqa: F401 - read_lines re-exported
+from s3tok.data.lines import SPLIT as _SPLIT, Line, key_problem, read_lines  # noqa: F401 - read_lines re-exported
 from s3tok.data.wav_scp import WavEntry, read_wav_scp
 
 logger = logging.getLogger(__name__)
@@ -167,8 +167,9 @@ def write_kv(path: PathLike, rows: Union[Mapping[str, object], Iterable[Tuple[st
     items = list(rows.items()) if isinstance(rows, Mapping) else list(rows)
     pairs = []
     for k, v in items:
-        if not k or _SPLIT.search(k) or "\n" in k:
-            raise ValueError(f"{path}: invalid key {k!r} (empty or containing whitespace)")
+        bad = key_problem(k)
+        if bad:  # what every reader refuses is never written
+            raise ValueError(f"{path}: invalid {bad}")
         pairs.append((k, str(v)))
     if len({k for k, _ in pairs}) != len(pairs):
         raise ValueError(f"{path}: duplicate keys")

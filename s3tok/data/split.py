@@ -2,13 +2,18 @@
 
 Both functions clamp the number of pieces to the number of items, so no piece is ever empty and no item
 is ever repeated (a padding sampler's duplicates are exactly what this avoids). Piece ``j`` of
-:func:`split_contiguous` is ``items[j * n // k:(j + 1) * n // k]``: the same rule as the tokenize
-stage's ``--num_jobs/--job`` shard, so a split file and a job's shard hold the same keys.
+:func:`split_contiguous` is ``items[j * n // k:(j + 1) * n // k]``. :func:`split_file` (``split-scp``,
+``utils/split_scp``) splits a file's non-blank lines this way, or by ``utt2dur`` with :func:`split_by_weight`.
+
+The stage jobs' ``--num_jobs/--job`` shards are not these pieces: they balance estimated durations
+(:mod:`s3tok.stages.sharding`: ``utt2num_frames``, segment lengths or file sizes), so a split file and a job's
+shard generally hold different keys. A job's keys are in its own outputs (``tokens.J.scp`` and
+``utt2fail.J``), never to be inferred from a split file.
 """
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence, TypeVar
+from typing import List, Optional, Sequence, Tuple, TypeVar
 
 T = TypeVar("T")
 
@@ -66,7 +71,8 @@ def split_by_weight(keys: Sequence[T], weights: Sequence[float], n: int) -> List
     return [list(keys[bounds[j]:bounds[j + 1]]) for j in range(k)]
 
 
-def _weights(lines: Sequence[bytes], utt2dur: str, input_name: str) -> List[float]:
+def _weights(lines: Sequence[Tuple[int, bytes]], utt2dur: str, input_name: str) -> List[float]:
+    """The ``utt2dur`` duration of the key of each ``(line number, line)``."""
     durs = {}
     with open(utt2dur, "rb") as f:
         for lineno, raw in enumerate(f, 1):
@@ -80,7 +86,7 @@ def _weights(lines: Sequence[bytes], utt2dur: str, input_name: str) -> List[floa
             except ValueError:
                 raise ValueError(f"{utt2dur}:{lineno}: expected 'key seconds', got {raw!r}") from None
     out = []
-    for lineno, line in enumerate(lines, 1):
+    for lineno, line in lines:
         parts = line.split(maxsplit=1)
         key = parts[0] if parts else b""
         if key not in durs:
@@ -89,14 +95,26 @@ def _weights(lines: Sequence[bytes], utt2dur: str, input_name: str) -> List[floa
     return out
 
 
-def split_file(input_path: str, n: int, utt2dur: Optional[str] = None) -> List[List[bytes]]:
-    """The pieces of ``input_path`` (lines as bytes, each ending in a newline)."""
+def read_split_lines(input_path: str) -> List[Tuple[int, bytes]]:
+    """``(1-based line number, line)`` of each non-blank line of ``input_path``, as bytes ending in a newline
+    (one is added to a last line without it). Blank lines (nothing but spaces, tabs, CR) hold no key and are
+    left out, as every table reader skips them. Raises ``ValueError`` when no line is left."""
     with open(input_path, "rb") as f:
-        lines = f.readlines()
-    if lines and not lines[-1].endswith(b"\n"):
-        lines[-1] += b"\n"
-    if not lines:
-        raise ValueError(f"{input_path}: empty, nothing to split")
+        lines = f.read().split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    out = [(lineno, line + b"\n") for lineno, line in enumerate(lines, 1) if line.strip(b" \t\r")]
+    if not out:
+        raise ValueError(f"{input_path}: " + ("only blank lines" if lines else "empty") + ", nothing to split")
+    return out
+
+
+def split_file(input_path: str, n: int, utt2dur: Optional[str] = None) -> List[List[bytes]]:
+    """The pieces of the non-blank lines of ``input_path`` (each line as bytes ending in a newline, copied byte
+    for byte): ``min(n, lines)`` contiguous pieces, none empty. Raises ``ValueError`` for a file without a
+    non-blank line."""
+    numbered = read_split_lines(input_path)
+    lines = [line for _, line in numbered]
     if utt2dur:
-        return split_by_weight(lines, _weights(lines, utt2dur, input_path), n)
+        return split_by_weight(lines, _weights(numbered, utt2dur, input_path), n)
     return split_contiguous(lines, n)

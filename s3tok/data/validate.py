@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from s3tok.data.kaldi_dir import (MAX_PROBLEMS_PER_KIND, RECO_FILES, SPK_FILES, UTT_FILES, PathLike, Segment,
                                   _render, _segment, sort_key, utt2spk_to_spk2utt)
-from s3tok.data.lines import SPLIT as _SPLIT, Line, raw_lines as _raw_lines, split_line
+from s3tok.data.lines import BOM, SPLIT as _SPLIT, Line, key_problem, raw_lines as _raw_lines, split_line
 from s3tok.util.fsutil import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
@@ -78,6 +78,9 @@ def _scan(path: Path, problems: _Problems, name: str) -> List[Line]:
         except UnicodeDecodeError:
             problems.add(path, lineno, "utf8", "not valid UTF-8")
             continue
+        if lineno == 1 and text.startswith(BOM):  # as every reader of the file does (data/lines.py)
+            logger.warning("%s: starts with a byte-order mark (U+FEFF); ignored", path)
+            text = text[1:]
         if text.endswith("\r"):
             problems.add(path, lineno, "crlf", "line ends with a carriage return (CRLF line ending)")
         if not text.strip(" \t\r"):
@@ -87,6 +90,10 @@ def _scan(path: Path, problems: _Problems, name: str) -> List[Line]:
             problems.add(path, lineno, "indent", "line starts with whitespace")
         key, value = split_line(text)
         ln = Line(lineno, key, value)
+        bad_key = key_problem(key)
+        if bad_key:
+            problems.add(path, lineno, "key", bad_key)
+            continue
         bad = _check_value(name, ln)
         if bad:
             problems.add(path, lineno, "format", bad)
@@ -111,7 +118,7 @@ def _first_lines(lines: Sequence[Line]) -> Dict[str, int]:
 _NAMES = ("wav.scp", "segments", "text", "utt2spk", "spk2utt", "utt2dur", "reco2dur", "utt2num_frames", "utt2lang",
           "utt2uniq", "feats.scp", "tokens.scp", "utt2num_tokens", "spk2gender")
 # files keyed by utterance, and whether they must cover every utterance
-_UTT_FILES = (("text", False), ("utt2dur", True), ("feats.scp", False), ("utt2num_frames", False),
+_UTT_FILES = (("text", True), ("utt2dur", True), ("feats.scp", False), ("utt2num_frames", False),
               ("tokens.scp", False), ("utt2num_tokens", False), ("utt2lang", False), ("utt2uniq", False))
 
 
@@ -123,7 +130,10 @@ def validate_data_dir(data_dir: PathLike, no_text: bool = False, no_feats: bool 
     Checked: UTF-8, no empty lines, sorted unique keys (``LC_ALL=C``), line formats; ``utt2spk`` keys equal
     the utterances (``segments`` keys, else ``wav.scp`` keys); ``segments`` recordings are ``wav.scp`` keys
     and every recording is used; ``start >= 0`` and ``start < end`` (``end`` -1 allowed); ``text`` keys are
-    utterances; ``spk2utt`` is the inverse of ``utt2spk``; ``utt2dur`` covers exactly the utterances;
+    the utterances, every one (as Kaldi's ``validate_data_dir.sh``; with ``no_text`` a ``text`` need only hold
+    utterances); at least one utterance, no required file empty; keys without control characters or line
+    separators (:func:`s3tok.data.lines.key_problem`); a byte-order mark at the start of a file is ignored, as
+    every reader ignores it; ``spk2utt`` is the inverse of ``utt2spk``; ``utt2dur`` covers exactly the utterances;
     ``feats.scp`` (unless ``no_feats``), ``utt2num_frames``, ``tokens.scp``, ``utt2num_tokens`` hold only
     utterances; ``utt2spk`` sorted by speaker equals it sorted by utterance (speaker-prefixed utterance
     ids; unless ``no_spk_sort``).
@@ -138,9 +148,15 @@ def validate_data_dir(data_dir: PathLike, no_text: bool = False, no_feats: bool 
     if found is None:
         return p.finish()
     src_name, utts = found
+    for name in sorted(required & set(files)):
+        if not files[name] and not (d / name).stat().st_size:
+            p.add(d / name, None, "empty", "empty file (required)")
+    if not utts:
+        p.add(d / src_name, None, "no-utts", "no utterances: the data dir is empty")
+        return p.finish()
     for name, exact in ((("utt2spk", True),) if src_name != "utt2spk" else ()) + _UTT_FILES:
         if name in files:
-            _check_keys(d, name, files[name], utts, src_name, exact, p)
+            _check_keys(d, name, files[name], utts, src_name, exact and not (name == "text" and no_text), p)
     if "reco2dur" in files and "wav.scp" in files:
         recos = _first_lines(files["wav.scp"])
         for ln in files["reco2dur"]:
@@ -282,14 +298,21 @@ class FixReport:
 
 def _lenient(path: Path, name: str, dropped: List[str],
              check: Optional[Callable[[Line], Optional[str]]] = None) -> Dict[str, str]:
-    """``{key: value}`` keeping the first of duplicate keys and leaving out malformed lines (noted)."""
+    """``{key: value}`` keeping the first of duplicate keys and leaving out malformed lines and keys that cannot
+    name anything (noted); a byte-order mark at the start is ignored (the rewritten file has none)."""
     out: Dict[str, str] = {}
     for lineno, raw in _raw_lines(path):
         text = raw.decode("utf-8", "surrogateescape")
+        if lineno == 1 and text.startswith(BOM):  # ignored, as every reader of the file does
+            text = text[1:]
         if not text.strip(" \t\r"):
             continue
         key, value = split_line(text)
         ln = Line(lineno, key, value)
+        bad_key = key_problem(key)
+        if bad_key:
+            dropped.append(f"{path}:{lineno}: {bad_key}")
+            continue
         if key in out:
             dropped.append(f"{path}:{lineno}: duplicate key {key!r} (the first is kept)")
             continue

@@ -1,6 +1,7 @@
 """What every backend shares around ``Backend.run``: which jobs to run (all, or with ``--rerun-failed`` those
-whose log has no success footer), and afterwards Kaldi's ``k / N failed, log is in log/x.*.log`` and the
-exit status: 0 when every job succeeded, 1 when any failed, 128 + N when stopped by signal N."""
+whose log has no success footer or records another command), and afterwards Kaldi's ``k / N failed, log is
+in log/x.*.log`` and the exit status: 0 when every job succeeded, 1 when any failed, 128 + N when stopped by
+signal N."""
 from __future__ import annotations
 
 import logging
@@ -10,7 +11,7 @@ import sys
 from typing import Dict, List, Mapping, Optional, Sequence
 
 from s3tok.jobs.backend import Backend, stop_on_signals
-from s3tok.jobs.spec import JobSpec, log_tail, succeeded
+from s3tok.jobs.spec import JobSpec, log_tail, logged_command_is, succeeded
 
 logger = logging.getLogger("s3tok.jobs.report")
 
@@ -23,12 +24,23 @@ def rerun_requested(flag: bool, environ: Mapping[str, str] = os.environ) -> bool
 
 
 def select_ids(spec: JobSpec, rerun_failed: bool) -> List[int]:
-    """Every job id, or with ``rerun_failed`` those whose log does not end in ``# Ended (code 0)``."""
+    """Every job id, or with ``rerun_failed`` those whose log does not end in ``# Ended (code 0)`` or whose
+    header records another command than this job's (a changed option: the old success does not count)."""
     if not rerun_failed:
         return spec.ids
-    ids = [i for i in spec.ids if not succeeded(spec.log_path(i))]
-    logger.info("rerunning %d of %d job(s) (the others' logs end in success): %s", len(ids), len(spec.ids),
-                " ".join(map(str, ids)) or "none")
+    ids, other = [], []
+    for i in spec.ids:
+        log = spec.log_path(i)
+        if not succeeded(log):
+            ids.append(i)
+        elif not logged_command_is(log, spec.command(i)):
+            ids.append(i)
+            other.append(i)
+    if other:
+        logger.warning("job(s) %s: the log records the success of another command; run again",
+                       " ".join(map(str, other)))
+    logger.info("rerunning %d of %d job(s) (the others' logs end in success of this command): %s", len(ids),
+                len(spec.ids), " ".join(map(str, ids)) or "none")
     return ids
 
 

@@ -146,10 +146,24 @@ def _tail(log: Path) -> Tuple[List[str], bool]:
         return [], False
 
 
-def succeeded(log: Path) -> bool:
-    """Whether ``log`` ends with a success footer (its last non-empty line is ``# Ended (code 0) at ...``)."""
+def succeeded(log: Path, command: Optional[str] = None) -> bool:
+    """Whether ``log`` ends with a success footer (its last non-empty line is ``# Ended (code 0) at ...``)
+    and, when ``command`` is given, its header records that same command (``# <command>`` first): a log of
+    another command's success does not make this job done."""
     lines = [line for line in _tail(log)[0] if line.strip()]
-    return bool(lines) and SUCCESS_RE.match(lines[-1]) is not None
+    if not lines or SUCCESS_RE.match(lines[-1]) is None:
+        return False
+    return command is None or logged_command_is(log, command)
+
+
+def logged_command_is(log: Path, command: str) -> bool:
+    """Whether ``log`` starts with the header line of ``command`` (:func:`header`'s ``# <command>``)."""
+    want = f"# {command}\n".encode("utf-8", "surrogateescape")
+    try:
+        with open(log, "rb") as f:
+            return f.read(len(want)) == want
+    except OSError:
+        return False
 
 
 def log_tail(log: Path, n: int = 10) -> List[str]:

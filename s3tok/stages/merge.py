@@ -90,32 +90,100 @@ def _lines(rows: Sequence[str]) -> bytes:
 CONSISTENT_MARK = ".s3tok_consistent"
 _DATA_FILES = ("wav.scp", "segments", "text", "utt2spk", "spk2utt", "utt2dur", "utt2num_frames", "feats.scp",
                "reco2dur", "spk2gender")
-_TOKEN_FILES = ("tokens.scp", "utt2num_tokens", "tokenizer.json", "utt2speech_token.pt")
+#: Per-utterance files an earlier stage or run derived from the audio: one that lacks an utterance with tokens
+#: (e.g. a feats.scp left by an earlier --use_mel run) is not copied, rather than costing that utterance.
+_DERIVED_FILES = ("utt2dur", "utt2num_frames", "feats.scp")
+#: Per-utterance files whose missing line takes the utterance out (listed in ``removed`` with the reason).
+_UTT_KEYED = ("segments", "wav.scp", "text", "utt2spk")
+_TOKEN_FILES = ("tokens.scp", "utt2num_tokens", "tokenizer.json")
 
 
-def write_consistent_dir(data_dir: PathLike, merged: PathLike, out_dir: PathLike) -> Tuple[int, int]:
+def check_consistent_target(out_dir: PathLike) -> None:
+    """Refuse (``ValueError``: bad usage, exit 2) an ``out_dir`` that exists and was not made by
+    :func:`write_consistent_dir`; called before anything is published."""
+    out = Path(out_dir)
+    if out.exists() and not (out / CONSISTENT_MARK).is_file():
+        raise ValueError(f"--consistent_dir {out}: exists and was not made by merge_tokens --consistent_dir; "
+                         "choose another folder (or remove it)")
+
+
+def _line_keys(path: Path) -> List[str]:
+    """First words of the lines of a data-dir file (as fix_data_dir reads them), in file order."""
+    from s3tok.data.lines import BOM, split_line, split_text_lines
+
+    text = path.read_bytes().decode("utf-8", "surrogateescape")
+    text = text[1:] if text.startswith(BOM) else text
+    return [split_line(line)[0] for line in split_text_lines(text) if line.strip(" \t")]
+
+
+def write_consistent_dir(data_dir: PathLike, merged: PathLike, out_dir: PathLike,
+                         input_keys: Optional[Sequence[str]] = None,
+                         utt2speech_token: Optional[PathLike] = None) -> Tuple[int, int]:
     """A copy of ``data_dir`` with the merged token files of ``merged``, restricted (as Kaldi's
     ``fix_data_dir.sh`` does) to the utterances that have tokens, so that every key it lists has tokens:
     what CosyVoice's ``make_parquet_list.py`` needs (a key without a token costs it a whole shard).
-    ``removed`` lists the keys left out with their reasons. Built aside and renamed into place; an existing
-    ``out_dir`` is replaced only when an earlier call made it. Returns ``(kept, removed)``."""
+
+    ``removed`` lists every utterance of ``input_keys`` (default: the data dir's) left out, with its reason:
+    the failure from ``utt2fail``, or "has tokens but no line in text" and the like. A derived file
+    (``feats.scp``, ``utt2num_frames``, ``utt2dur``) that lacks an utterance with tokens is left out of the
+    copy (logged) instead. ``utt2speech_token`` (default ``merged/utt2speech_token.pt``), when there, is copied
+    restricted to the kept keys. Built aside and renamed into place; an existing ``out_dir`` is replaced only when an earlier call made it
+    (else ``ValueError``). Returns ``(kept, removed)``, which add up to the number of utterances."""
     from s3tok.data.validate import fix_data_dir
 
     data_dir, merged, out = Path(data_dir), Path(merged), Path(out_dir)
-    if out.exists() and not (out / CONSISTENT_MARK).is_file():
-        raise FileExistsError(f"{out}: exists and was not made by merge_tokens --consistent_dir; choose another")
+    check_consistent_target(out)
+    if input_keys is None:
+        from s3tok.data.sources import keys_of, select_source
+
+        input_keys = keys_of(select_source(data_dir=str(data_dir)))
+    failures = dict(read_pairs(merged / "utt2fail")) if (merged / "utt2fail").is_file() else {}
+    with_tokens = {k for k, _ in read_pairs(merged / "tokens.scp")}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     old = None
     try:
-        for src, names in ((data_dir, _DATA_FILES), (merged, _TOKEN_FILES)):
-            for name in names:
-                if (src / name).is_file():
-                    shutil.copy2(src / name, tmp / name)
+        per_utt: Dict[str, set] = {}
+        for name in _DATA_FILES:
+            if not (data_dir / name).is_file():
+                continue
+            if name in _DERIVED_FILES or name in _UTT_KEYED:
+                keys = set(_line_keys(data_dir / name))
+                lacking = [k for k in input_keys if k in with_tokens and k not in keys]
+                if name in _DERIVED_FILES and lacking:
+                    logger.warning("%s lacks %d utterance(s) that have tokens (e.g. %s; left from an earlier "
+                                   "run?): not copied to %s", data_dir / name, len(lacking), lacking[0], out)
+                    continue
+                if name != "wav.scp" or not (data_dir / "segments").is_file():
+                    per_utt[name] = keys
+            shutil.copy2(data_dir / name, tmp / name)
+        for name in _TOKEN_FILES:
+            if (merged / name).is_file():
+                shutil.copy2(merged / name, tmp / name)
         fix_data_dir(tmp)  # keeps the keys present in every file, tokens.scp included
         shutil.rmtree(tmp / ".backup", ignore_errors=True)  # a fresh copy: nothing to back up
-        kept = len((tmp / "tokens.scp").read_text(encoding="utf-8").splitlines())
-        shutil.copy2(merged / "utt2fail", tmp / "removed")
+        kept_keys = set(_line_keys(tmp / "tokens.scp"))
+        removed_rows = []
+        for k in input_keys:
+            if k in kept_keys:
+                continue
+            if k in failures:
+                why = failures[k]
+            elif k not in with_tokens:
+                why = "no tokens (not in tokens.scp)"
+            else:
+                lacking = [n for n, keys in per_utt.items() if k not in keys]
+                why = (f"has tokens but no line in {', '.join(lacking)}" if lacking
+                       else "has tokens but a malformed line in the data dir (fix_data_dir dropped it)")
+            removed_rows.append(f"{k} {why}")
+        pt = Path(utt2speech_token) if utt2speech_token else merged / "utt2speech_token.pt"
+        if pt.is_file():
+            import torch
+
+            tokens = torch.load(pt)
+            (tmp / "utt2speech_token.pt").write_bytes(
+                torch_saved({k: v for k, v in tokens.items() if k in kept_keys}))
+        (tmp / "removed").write_bytes(_lines(removed_rows))
         (tmp / CONSISTENT_MARK).write_text(f"made by merge_tokens from {data_dir} and {merged}\n")
         if out.exists():
             old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
@@ -125,7 +193,12 @@ def write_consistent_dir(data_dir: PathLike, merged: PathLike, out_dir: PathLike
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    removed = len((out / "removed").read_text(encoding="utf-8").splitlines())
-    logger.info("%s: %d utterances, every one with tokens; %d left out (listed in %s)", out, kept, removed,
-                out / "removed")
+    kept, removed = len(kept_keys), len(removed_rows)
+    unexplained = sum(1 for r in removed_rows if " has tokens but " in r)
+    logger.info("%s: %d utterances, every one with tokens; %d left out (listed with reasons in %s)%s", out, kept,
+                removed, out / "removed", f", {unexplained} of them with tokens" if unexplained else "")
+    if unexplained:
+        logger.warning("%s: %d utterance(s) with tokens left out because the data dir lacks their lines (see "
+                       "%s); utils/validate_data_dir.sh %s names the problem", out, unexplained, out / "removed",
+                       data_dir)
     return kept, removed

@@ -136,12 +136,12 @@ def require_finished(stage: Stage, output_dir: PathLike, num_jobs: int) -> None:
 
 
 def read_pairs(path: Path) -> List[Tuple[str, str]]:
-    """``key rest`` lines of a table a job wrote (blank lines skipped; duplicates are for
+    """``key rest`` lines of a table a job wrote (cut at newlines only; blank lines skipped; duplicates are for
     :func:`check_coverage` to report)."""
-    from s3tok.data.lines import split_line
+    from s3tok.data.lines import split_line, split_text_lines
 
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in split_text_lines(path.read_text(encoding="utf-8")):
         if line.strip():
             rows.append(split_line(line))
     return rows
@@ -185,7 +185,7 @@ def done_stats(files: JobPaths, total: int):
     from s3tok.stages.pipeline import RunStats
 
     stats = RunStats()
-    stats.failed = len(files["fail"].read_text(encoding="utf-8").splitlines())
+    stats.failed = len(read_pairs(files["fail"]))
     stats.done = total - stats.failed
     return stats
 
