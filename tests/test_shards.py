@@ -347,3 +347,12 @@ def test_parquet_hugging_face_audio_struct(ref, tmp_path):
     rc = tokenize_cli.main(["--parquet_list", str(lst), "--model", _model(ref), "--output_dir", str(tmp_path / "x"),
                             "--no_progress"])
     assert rc == 2  # no column 'utt': one line naming the columns there are
+
+
+def test_a_list_file_is_cut_at_newlines_only(tmp_path):
+    """A shard path holding U+2028 is one path (str.splitlines cut it in two)."""
+    from s3tok.data.shards import read_path_list
+
+    lst = tmp_path / "l"
+    lst.write_text("a\u2028b.tar\r\nc.tar\n", encoding="utf-8")
+    assert read_path_list(lst) == [str(tmp_path / "a\u2028b.tar"), str(tmp_path / "c.tar")]

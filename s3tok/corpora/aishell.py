@@ -13,6 +13,7 @@ import tarfile
 from pathlib import Path
 from typing import Dict, List, Sequence, Union
 
+from s3tok.data.lines import split_text_lines
 from s3tok.modelfiles.fetch import fetch_verified
 from s3tok.util.fsutil import atomic_write_lines, atomic_write_text
 
@@ -87,7 +88,7 @@ def read_transcript(corpus_dir: PathLike) -> Dict[str, str]:
     if not path.is_file():
         raise ValueError(f"{corpus_dir}: no {TRANSCRIPT}")
     text = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(split_text_lines(path.read_text(encoding="utf-8")), 1):
         parts = line.strip().split(maxsplit=1)
         if len(parts) == 2:
             text[parts[0]] = " ".join(parts[1].split())

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Dict, List, Optional, Sequence, Tuple, Union
 
+from s3tok.data.lines import split_text_lines
 from s3tok.data.wav_scp import AUDIO_SUFFIXES
 
 logger = logging.getLogger(__name__)
@@ -240,7 +241,7 @@ def read_path_list(list_file: PathLike) -> List[str]:
     """The paths of a list file (one per line, ``#`` comments; relative ones against the list file's folder)."""
     base = Path(list_file).parent
     out = []
-    for lineno, line in enumerate(Path(list_file).read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(split_text_lines(Path(list_file).read_text(encoding="utf-8")), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue

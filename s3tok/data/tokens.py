@@ -8,6 +8,8 @@ from typing import Dict, Union
 
 import numpy as np
 
+from s3tok.data.lines import split_text_lines
+
 PathLike = Union[str, os.PathLike]
 
 
@@ -31,7 +33,7 @@ def _read_tokens_txt(path: Path) -> Dict[str, np.ndarray]:
 def _read_tokens_scp(path: Path) -> Dict[str, np.ndarray]:
     from s3tok.data.ark import read_int32_vectors
 
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(split_text_lines(path.read_text(encoding="utf-8")), 1):
         if line.strip():
             key, _, loc = line.strip().partition(" ")
             ark = loc.strip().rsplit(":", 1)[0]

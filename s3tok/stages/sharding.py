@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from s3tok.data.lines import split_text_lines
 from s3tok.data.sources import Utterance
 from s3tok.data.split import split_by_weight
 
@@ -24,7 +25,7 @@ def shard_by_weight(items: Sequence, weights: Sequence[float], num_jobs: int, jo
 
 def _read_num_frames(path: Path) -> Dict[str, float]:
     out = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in split_text_lines(path.read_text(encoding="utf-8")):
         parts = line.split()
         if len(parts) == 2:
             out[parts[0]] = float(parts[1])
