@@ -22,8 +22,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from s3tok.model.ieee_fp32 import ieee_fp32
-from s3tok.model.tokenizer import to_device_nowait
+from s3tok.model.tokenizer import exact_fp32, to_device_nowait
 
 logger = logging.getLogger(__name__)
 
@@ -437,9 +436,16 @@ def log_mel_spectrogram(audio: Union[str, os.PathLike, np.ndarray, torch.Tensor]
     if isinstance(audio, (str, os.PathLike)):
         audio = load_audio(audio)
     elif not torch.is_tensor(audio):
-        audio = torch.from_numpy(np.asarray(audio, dtype=np.float32))
+        array = np.asarray(audio)
+        if array.dtype.kind != "f":
+            raise TypeError(f"log_mel_spectrogram expects floating-point samples in [-1, 1], got {array.dtype}"
+                            + ("; scale PCM integers first (int16: / 32768)" if array.dtype.kind in "iu" else ""))
+        audio = torch.from_numpy(array.astype(np.float32))
+    _check_waveform(audio, "log_mel_spectrogram: the waveform")
     if audio.dim() != 1:
         raise ValueError(f"log_mel_spectrogram expects a 1-D waveform, got shape {tuple(audio.shape)}")
+    audio = audio.detach()
+    check_finite_on_host(audio, "log_mel_spectrogram: the waveform")
     if device is not None:
         audio = audio.to(device)
     audio = audio.to(torch.float32)
@@ -453,12 +459,12 @@ def log_mel_spectrogram(audio: Union[str, os.PathLike, np.ndarray, torch.Tensor]
     out = torch.empty((n_mels, frames), dtype=torch.float32, device=audio.device)
     # Chunk by chunk, so that an hour of audio needs no 600 MB complex spectrum; every frame's FFT and
     # mel product is the same arithmetic as in one whole-utterance STFT (bit for bit, checked in the tests).
-    with ieee_fp32(audio.device):  # the mel product in fp32 on a GPU too, not TF32
+    with exact_fp32(audio.device):  # the mel product in fp32, not TF32 on a GPU nor bf16 under autocast
         for start in range(0, frames, MEL_CHUNK_FRAMES):
             end = min(frames, start + MEL_CHUNK_FRAMES)
             piece = padded[start * HOP_LENGTH:(end - 1) * HOP_LENGTH + N_FFT]
             out[:, start:end] = filters @ _power_spectrum(piece, window)
-    return _log_compress_(out)
+        return _log_compress_(out)
 
 
 def log_mel_batch(wavs: Sequence[torch.Tensor], n_mels: int = 128,
@@ -470,25 +476,57 @@ def log_mel_batch(wavs: Sequence[torch.Tensor], n_mels: int = 128,
     """
     if len(wavs) == 0:
         raise ValueError("log_mel_batch needs at least one waveform")
+    for i, w in enumerate(wavs):
+        _check_waveform(w, f"waveform {i}")
+        check_finite_on_host(w, f"waveform {i}")
     dev = torch.device(device) if device is not None else wavs[0].device
     half = N_FFT // 2
     padded = []
-    for i, w in enumerate(wavs):
-        if w.dim() != 1:
-            raise ValueError(f"waveform {i} must be 1-D, got shape {tuple(w.shape)}")
-        _check_length(w.shape[-1], f"waveform {i}")
-        w = w.to(dev, torch.float32)
-        padded.append(torch.nn.functional.pad(w[None, None], (half, half), mode="reflect")[0, 0])
-    lens = torch.tensor([mel_frames(w.shape[-1]) for w in wavs], dtype=torch.int32)
-    longest = max(p.shape[-1] for p in padded)
-    x = torch.stack([torch.nn.functional.pad(p, (0, longest - p.shape[-1])) for p in padded])
-    t_max = int(lens.max())
-    power = _power_spectrum(x[..., :(t_max - 1) * HOP_LENGTH + N_FFT], _hann(dev))
-    with ieee_fp32(dev):  # fp32, not TF32, on a GPU
-        mel = _mel_filters(dev, n_mels) @ power
-    valid = torch.arange(t_max, device=dev)[None, :] < to_device_nowait(lens, dev)[:, None]
-    out = _log_compress_(mel, valid)
-    return out.masked_fill(~valid[:, None, :], 0.0), lens
+    with exact_fp32(dev):
+        for i, w in enumerate(wavs):
+            if w.dim() != 1:
+                raise ValueError(f"waveform {i} must be 1-D, got shape {tuple(w.shape)}")
+            _check_length(w.shape[-1], f"waveform {i}")
+            w = w.detach().to(dev, torch.float32)
+            padded.append(torch.nn.functional.pad(w[None, None], (half, half), mode="reflect")[0, 0])
+        lens = torch.tensor([mel_frames(w.shape[-1]) for w in wavs], dtype=torch.int32)
+        longest = max(p.shape[-1] for p in padded)
+        x = torch.stack([torch.nn.functional.pad(p, (0, longest - p.shape[-1])) for p in padded])
+        del padded
+        t_max = int(lens.max())
+        filters, window = _mel_filters(dev, n_mels), _hann(dev)
+        mel = torch.empty((len(wavs), n_mels, t_max), dtype=torch.float32, device=dev)
+        # Chunk by chunk, as log_mel_spectrogram: no whole-batch float64 spectrum (one 20-minute waveform
+        # took 1 GB more); every frame's FFT and mel product is the arithmetic of one whole STFT, bit for bit
+        # (tested). The last chunk is as wide as the others, overlapping the one before: a product of a few
+        # columns may add in another order (a 1-frame tail differed in the last bit).
+        for end in range(min(t_max, MEL_CHUNK_FRAMES), t_max + MEL_CHUNK_FRAMES, MEL_CHUNK_FRAMES):
+            end = min(end, t_max)
+            start = max(0, end - MEL_CHUNK_FRAMES)
+            piece = x[..., start * HOP_LENGTH:(end - 1) * HOP_LENGTH + N_FFT]
+            mel[..., start:end] = filters @ _power_spectrum(piece, window)
+        del x, piece
+        valid = torch.arange(t_max, device=dev)[None, :] < to_device_nowait(lens, dev)[:, None]
+        out = _log_compress_(mel, valid)
+        return out.masked_fill_(~valid[:, None, :], 0.0), lens
+
+
+def check_finite_on_host(w: torch.Tensor, what: str) -> None:
+    """ValueError if ``w``, on the host, holds NaN or infinity (which would give NaN log-mels and meaningless
+    tokens). A waveform already on a GPU is not checked here: that would make the host wait for the device
+    (``s3tok tokenize`` flags a non-finite log-mel per item; ``tokenize_waveform`` checks the log-mels)."""
+    if w.device.type == "cpu" and not bool(torch.isfinite(w).all()):
+        raise ValueError(f"{what} has non-finite samples (NaN or inf)")
+
+
+def _check_waveform(w, what: str) -> None:
+    """TypeError unless ``w`` is a floating-point tensor (integer PCM would go in unscaled)."""
+    if not torch.is_tensor(w):
+        raise TypeError(f"{what} must be a tensor, got {type(w).__name__}")
+    if not w.is_floating_point():
+        raise TypeError(f"{what} must hold floating-point samples in [-1, 1], got {w.dtype}"
+                        + ("; scale PCM integers first (int16: / 32768)"
+                           if w.dtype != torch.bool and not w.is_complex() else ""))
 
 
 def padding(data: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -24,7 +24,7 @@ import logging
 import os
 import threading
 import time
-from typing import Dict, Optional, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -94,6 +94,14 @@ def onednn_weight(weight: Tensor) -> Tensor:
     with _packed_lock:
         _packed[weight] = (version, packed)
     return packed
+
+
+def forget_reordered(weights: Iterable[Tensor]) -> None:
+    """Drop the reordered copies of ``weights`` (:func:`onednn_weight`): a cast or a move replaces a
+    parameter's data without changing its version counter, so the old copy would otherwise be read."""
+    with _packed_lock:
+        for w in weights:
+            _packed.pop(w, None)
 
 
 def forced_kernel() -> Optional[str]:

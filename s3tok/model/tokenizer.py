@@ -1,6 +1,7 @@
 """``S3Tokenizer``: encoder + quantizer, with exact batching and the long-audio window rule."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -39,11 +40,72 @@ def to_device_nowait(t: Tensor, device: Union[str, torch.device]) -> Tensor:
     return (t if t.is_pinned() else t.pin_memory()).to(device, non_blocking=True)
 
 
+@contextlib.contextmanager
+def exact_fp32(device: Union[str, torch.device]):
+    """Within the block s3tok's own arithmetic on ``device`` (and on the host) is what it asks for: IEEE fp32
+    (no TF32, :func:`ieee_fp32`) and no ``torch.autocast``. A mixed-precision training step runs under
+    autocast, which would run the log-mel product, the convolutions and the linears in bf16/fp16 and change
+    tokens silently; the model's own dtype (``load_model(dtype=...)``, :meth:`S3Tokenizer.set_dtype`) is
+    set on its weights and is unaffected."""
+    device = torch.device(device)
+    with contextlib.ExitStack() as stack:
+        for kind in dict.fromkeys(("cpu", device.type)):
+            if kind in ("cpu", "cuda", "xpu", "mps", "hpu"):
+                stack.enter_context(torch.autocast(kind, enabled=False))
+        stack.enter_context(ieee_fp32(device))
+        yield
+
+
+def check_finite(x: Tensor, what: str) -> None:
+    """ValueError naming the first batch item of ``x [B, ...]`` that holds NaN or infinity."""
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        bad = (~torch.isfinite(x)).flatten(1).any(1).nonzero()[:, 0].tolist()
+        raise ValueError(f"{what} item {bad[0]} has non-finite values (NaN or inf)"
+                         + (f"; so do items {bad[1:6]}" if len(bad) > 1 else ""))
+
+
+def host_lengths(lens, batch: int, what: str) -> List[int]:
+    """``lens`` (a 1-D tensor or array of whole numbers, or a list of ints) as Python ints, ``batch`` of them."""
+    if not torch.is_tensor(lens):
+        if not isinstance(lens, (list, tuple)) and type(lens).__module__ != "numpy":
+            raise TypeError(f"{what} must be a 1-D integer tensor or a list of ints, got {type(lens).__name__}")
+        try:
+            lens = torch.as_tensor(lens) if len(lens) else torch.zeros(0, dtype=torch.int64)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise TypeError(f"{what} must be a 1-D integer tensor or a list of ints: {e}") from None
+    if lens.dim() != 1 or lens.shape[0] != batch:
+        raise ValueError(f"{what} must be [B={batch}], got {list(lens.shape)}")
+    if lens.is_complex() or lens.dtype == torch.bool:
+        raise TypeError(f"{what} must hold integers, got {lens.dtype}")
+    values = lens.tolist()
+    frac = [(i, v) for i, v in enumerate(values) if v != int(v)] if lens.is_floating_point() else []
+    if frac:
+        raise ValueError(f"{what} item {frac[0][0]}: length {frac[0][1]} is not a whole number")
+    return [int(v) for v in values]
+
+
+def check_float(x: Tensor, what: str, samples: bool = False) -> None:
+    """TypeError unless ``x`` is a floating-point tensor: integer PCM ``samples`` would go in unscaled."""
+    if not torch.is_tensor(x):
+        raise TypeError(f"{what} must be a tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{what} must be floating point, got {x.dtype}"
+                        + ("; PCM integer samples must be scaled to [-1, 1] first (int16: / 32768)"
+                           if samples and not x.is_complex() and x.dtype != torch.bool else ""))
+
+
 def covers_batch(group: Sequence[Segment], per_item: Sequence[Sequence[Segment]], padded_frames: int) -> bool:
     """Whether one forward pass of ``group`` is the batch itself: every item whole, in batch order (longest
     first), the longest as long as the padded batch; then the batch goes in as it is, with no copy."""
     return (len(group) == len(per_item) and group[0].length == padded_frames
             and all(seg.item == i and len(per_item[i]) == 1 for i, seg in enumerate(group)))
+
+
+def check_lengths(lens: Sequence[int], size: int, what: str) -> None:
+    """ValueError naming the first item whose length is outside ``1..size``."""
+    for i, n in enumerate(lens):
+        if n <= 0 or n > size:
+            raise ValueError(f"{what} item {i}: length {n} outside 1..{size}")
 
 
 def group_segments(segments: Sequence[Segment], max_frames: int, max_items: int = 0) -> List[List[Segment]]:
@@ -121,7 +183,40 @@ class S3Tokenizer(nn.Module):
                     module.to(dtype)
         self.quantizer.float()
         self.compute_dtype = torch.float32 if mixed else dtype
+        self._forget_reordered_weights()
         return self
+
+    def _forget_reordered_weights(self) -> None:
+        """Drop the CPU kernels' reordered copies of the linear weights (``linear.onednn_weight``): a cast or
+        move replaces a parameter's data without changing its version, and the old copy would be used."""
+        from s3tok.model.linear import forget_reordered
+
+        forget_reordered(m.weight for m in self.modules() if isinstance(m, nn.Linear))
+
+    def _apply(self, fn, *args, **kwargs):
+        """``.to(device)`` as any module; a cast (``.bfloat16()``, ``.half()``, ``.float()``, ``.to(dtype)``,
+        also of a parent module) is :meth:`set_dtype` of that dtype: the encoder in it, the quantizer fp32.
+        float64 and other types are refused, leaving the model as it was."""
+        before = self.encoder.conv1.weight.dtype, self.precision
+        quantizer = {n: p.detach() for n, p in self.quantizer.named_parameters()}  # fp32, as set_dtype keeps it
+        super()._apply(fn, *args, **kwargs)
+        self._forget_reordered_weights()
+        after = self.encoder.conv1.weight.dtype
+        if after != before[0] or self.quantizer_dtype() != torch.float32:
+            with torch.no_grad():  # its own fp32 values, not their round trip through the cast's dtype
+                for name, param in self.quantizer.named_parameters():
+                    param.data = quantizer[name].to(param.device)
+            if after not in (torch.float32, torch.bfloat16, torch.float16):
+                old_dtype, mixed = _parse_precision(before[1])
+                self.set_dtype(old_dtype, mixed)
+                raise TypeError(f"the S3 tokenizer runs in float32, bfloat16 or float16, not {after}; it was "
+                                f"left in {before[1]} (choose with s3tok.load_model(..., dtype=...) or "
+                                "tokenizer.set_dtype())")
+            self.set_dtype(after)
+        return self
+
+    def quantizer_dtype(self) -> torch.dtype:
+        return next((t.dtype for t in self.quantizer.parameters() if t.is_floating_point()), torch.float32)
 
     @property
     def precision(self) -> str:
@@ -172,7 +267,7 @@ class S3Tokenizer(nn.Module):
             frames = lengths.tolist()
             padded = self.encoder.output_padded(frames, mels.shape[-1])
         lengths = to_device_nowait(lengths.to(torch.int64), self.device)
-        with ieee_fp32(self.device):  # no TF32 on a GPU: fp32 tokens as the official fp32 graph
+        with exact_fp32(self.device):  # no TF32, no autocast: fp32 tokens as the official fp32 graph
             h, out_lens, rows = self.encoder.hidden(x, lengths, padded=padded, frames=frames)
             codes = self.quantizer(h)  # packed hidden states: no padded frame quantized
         if frames is not None:  # for speed reports; packed rows compute no padding
@@ -188,11 +283,12 @@ class S3Tokenizer(nn.Module):
         ``mels [B, n_mels, T]`` (zero padded), ``mels_lens [B]``. Returns ``codes [B, T']`` int64
         (padded with 0 after each item's length) and ``codes_lens [B]`` int64, on the input's device.
         """
+        check_float(mels, "mels")
         if mels.dim() != 3 or mels.shape[1] != self.config.n_mels:
             raise ValueError(f"mels must be [B, {self.config.n_mels}, T], got {list(mels.shape)}")
-        if mels_lens.dim() != 1 or mels_lens.shape[0] != mels.shape[0]:
-            raise ValueError(f"mels_lens must be [B={mels.shape[0]}], got {list(mels_lens.shape)}")
-        frames = [int(n) for n in mels_lens.tolist()]
+        frames = host_lengths(mels_lens, mels.shape[0], "mels_lens")
+        check_lengths(frames, mels.shape[-1], "mels_lens")
+        check_finite(mels, "mels")
         codes, lens = self.quantize_frames(mels, frames, max_frames_per_forward)
         return codes.to(mels.device), torch.tensor(lens, dtype=torch.int64).to(mels.device)
 
@@ -202,9 +298,9 @@ class S3Tokenizer(nn.Module):
         """:meth:`quantize` for a caller that knows the lengths on the host and must not wait for the device:
         ``frames`` are Python ints; returns ``codes [B, T']`` on the model's device (queued, perhaps not yet
         computed) and each item's token count. Nothing in here reads a value back from the device."""
-        for i, n in enumerate(frames):
-            if n <= 0 or n > mels.shape[-1]:
-                raise ValueError(f"item {i}: length {n} outside 1..{mels.shape[-1]}")
+        check_lengths(frames, mels.shape[-1], "mels_lens")
+        if not frames:  # an empty batch: no tokens
+            return torch.zeros((0, 0), dtype=torch.int64, device=self.device), []
         budget = max(max_frames_per_forward or self.max_frames_per_forward or default_max_frames(self.device), WINDOW)
         cfg = self.config
         per_item = [plan_segments(i, n, cfg.num_tokens, cfg.token_rate) for i, n in enumerate(frames)]
@@ -258,20 +354,33 @@ class S3Tokenizer(nn.Module):
         from s3tok.data.audio import log_mel_batch  # the front end's mel only: no file I/O here
 
         if torch.is_tensor(wavs):
+            check_float(wavs, "wavs", samples=True)
             if wavs.dim() != 2:
                 raise ValueError(f"wavs must be [B, N] (or a list of 1-D tensors), got {list(wavs.shape)}")
-            if wav_lens is None:
-                wav_lens = torch.full((wavs.shape[0],), wavs.shape[1], dtype=torch.int64)
-            if wav_lens.shape != (wavs.shape[0],):
-                raise ValueError(f"wav_lens must be [B={wavs.shape[0]}], got {list(wav_lens.shape)}")
-            items = [wavs[i, :int(n)] for i, n in enumerate(wav_lens.tolist())]
+            n = (host_lengths(wav_lens, wavs.shape[0], "wav_lens") if wav_lens is not None
+                 else [wavs.shape[1]] * wavs.shape[0])
+            check_lengths(n, wavs.shape[1], "wav_lens")
+            items = [wavs[i, :k] for i, k in enumerate(n)]
             out_device = wavs.device
         else:
+            if wav_lens is not None:
+                raise ValueError("wav_lens goes with a padded [B, N] tensor, not with a list of waveforms")
             items = list(wavs)
+            for i, w in enumerate(items):
+                check_float(w, f"wavs item {i}", samples=True)
             out_device = items[0].device if items else self.device
+        if not items:  # an empty batch: no tokens
+            return (torch.zeros((0, 0), dtype=torch.int64, device=out_device),
+                    torch.zeros((0,), dtype=torch.int64, device=out_device))
         mels, mel_lens = log_mel_batch(items, n_mels=self.config.n_mels, device=self.device)
-        codes, lens = self.quantize(mels, mel_lens)
-        return codes.to(out_device), lens.to(out_device)
+        check_finite(mels, "log-mel of wavs")  # NaN or inf samples on a GPU, or samples far outside [-1, 1]
+        codes, lens = self.quantize_frames(mels, mel_lens.tolist())
+        return codes.to(out_device), torch.tensor(lens, dtype=torch.int64).to(out_device)
+
+
+def _parse_precision(name: str) -> Tuple[torch.dtype, bool]:
+    """``"bfloat16-mixed"`` -> ``(torch.bfloat16, True)``: :attr:`S3Tokenizer.precision` back to ``set_dtype``."""
+    return getattr(torch, name.replace("-mixed", "")), name.endswith("-mixed")
 
 
 def weight_problems(config: S3Config, weights: dict) -> List[str]:
