@@ -29,7 +29,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     setup_logging()
     try:
         out = convert(args.onnx, args.out_dir)
-    except (OnnxImportError, OSError, RuntimeError) as e:
+    except (OnnxImportError, ValueError, OSError, RuntimeError) as e:
         if isinstance(e, OSError) and e.errno in exit_codes.DISK_FAULTS:  # the disk, not the command: exit 3
             return exit_codes.report(logger, e)
         logger.error("%s", e)

@@ -2,7 +2,9 @@
 
 Each file is fetched from ModelScope (then the Hugging Face mirror), resumed if interrupted, verified by
 SHA-256 and renamed into place; a file already cached with the right hash is not fetched again.
-Prints the local path of each model. Exit 1 if any download failed.
+Prints the local path of each model. Exit 1 if any download failed (network, wrong checksum everywhere);
+3 if the cache cannot be written (read-only, permission denied, disk full: the path named); 2 for an unknown
+name.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import logging
 import sys
 from typing import Optional, Sequence
 
+from s3tok import exit_codes
 from s3tok.modelfiles import hub
 from s3tok.util.logging_setup import setup_logging
 
@@ -37,7 +40,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if unknown:
         logger.error("unknown model(s) %s; known: %s", ", ".join(unknown), ", ".join(known))
         return 2
-    failed = 0
+    failed = fault = 0
     for name in names:
         try:
             path = known[name](name, progress=not args.no_progress, timeout=args.timeout)
@@ -45,10 +48,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             logger.error("%s", e)
             failed += 1
             continue
+        except OSError as e:  # the cache cannot be written (read-only, permission, full): one line, exit 3
+            exit_codes.report(logger, e)
+            fault += 1
+            continue
         sys.stdout.write(f"{name}\t{path}\n")
-    if failed:
-        logger.error("%d / %d downloads failed", failed, len(names))
-    return 1 if failed else 0
+    if failed or fault:
+        logger.error("%d / %d downloads failed", failed + fault, len(names))
+    return exit_codes.FAULT if fault else (1 if failed else 0)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,13 @@ from typing import Any, Dict
 
 from s3tok.model.versions import MODEL_NAMES, VERSIONS
 
+#: Upper bounds on every size a model file or a converted folder's config.json can claim. The official models
+#: are far below them (width 1280, 20 heads, 6 blocks, 128 mels, 6561 codes); a crafted graph or config naming
+#: block 10**9 is refused here, before anything sized by it is allocated.
+LIMITS: Dict[str, int] = {"width": 8192, "heads": 256, "depth": 256, "n_mels": 1024, "conv1_stride": 16,
+                          "conv2_stride": 16, "max_positions": 1 << 20, "fsmn_kernel": 1025,
+                          "codebook_size": 1 << 20, "fsq_dim": 32}
+
 
 @dataclass(frozen=True)
 class S3Config:
@@ -41,6 +48,9 @@ class S3Config:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            if value > LIMITS[name]:
+                raise ValueError(f"{name} {value} is larger than s3tok accepts (at most {LIMITS[name]}); "
+                                 f"a damaged or crafted model")
         if self.version not in MODEL_NAMES:
             raise ValueError(f"unknown model version {self.version!r}; known: {', '.join(MODEL_NAMES)}")
         if self.width % self.heads:

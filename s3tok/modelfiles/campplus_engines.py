@@ -46,6 +46,22 @@ def _provenance(path: Optional[PathLike], engine: str, random_init: bool) -> Dic
             "engine": engine, "random_init": bool(random_init)}
 
 
+def check_campplus_signature(session, path: PathLike) -> None:
+    """Refuse (``ValueError``, naming the file) an onnxruntime session whose graph is not shaped like CAM++: one
+    input ``[B, T, F]`` of floats and one output ``[B, D]`` (an S3 tokenizer, for one, has two inputs)."""
+    ins, outs = session.get_inputs(), session.get_outputs()
+
+    def show(args) -> str:
+        return ", ".join(f"{a.name} {list(a.shape)}" for a in args)
+
+    ok = (len(ins) == 1 and len(outs) == 1 and len(ins[0].shape or []) == 3 and "float" in str(ins[0].type)
+          and len(outs[0].shape or []) == 2)
+    if not ok:
+        raise ValueError(f"{path}: not a CAM++ speaker model: its inputs are [{show(ins)}] and outputs "
+                         f"[{show(outs)}]; CAM++ has one input [B, T, 80] and one output [B, 192] "
+                         "(an S3 tokenizer goes to s3tok tokenize)")
+
+
 class OnnxEmbedder:
     """onnxruntime at batch 1 (``input`` [1, T, 80] -> ``output`` [1, 192]), ``sessions`` sessions in parallel
     threads, each with ``threads_per_session`` intra-op threads, full graph optimisation, CPU provider."""
@@ -56,8 +72,9 @@ class OnnxEmbedder:
         from s3tok.modelfiles.ort_session import cpu_session
 
         self.path = Path(path)
-        self._sessions = [cpu_session(path, threads_per_session) for _ in range(max(1, int(sessions)))]
-        first = self._sessions[0]
+        first = cpu_session(path, threads_per_session)
+        check_campplus_signature(first, path)
+        self._sessions = [first] + [cpu_session(path, threads_per_session) for _ in range(max(1, int(sessions)) - 1)]
         self._input = first.get_inputs()[0].name
         shape = first.get_inputs()[0].shape
         self.feat_dim = shape[2] if len(shape) == 3 and isinstance(shape[2], int) else 80

@@ -520,7 +520,6 @@ def _dense(G: _Graph, x: str, where: str) -> Tuple[str, int]:
 def _load(path: PathLike):
     """The ONNX model, its size bounded before parsing and its external data checked before reading."""
     import onnx
-    from google.protobuf.message import DecodeError
 
     from s3tok.modelfiles.onnx_import import OnnxImportError, _load_external_data
 
@@ -530,9 +529,9 @@ def _load(path: PathLike):
     size = p.stat().st_size
     if size == 0 or size > MAX_FILE_BYTES:
         raise CampPlusImportError(f"{p}: {size} bytes, not a CAM++ ONNX file (limit {MAX_FILE_BYTES})")
-    try:
-        model = onnx.load(str(p), load_external_data=False)
-    except (DecodeError, RuntimeError, ValueError, OSError, IndexError) as e:
+    try:  # always binary protobuf: onnx.load would parse a *.json / *.txt path as JSON / text protobuf
+        model = onnx.load(str(p), format="protobuf", load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - DecodeError, RuntimeError, ValueError, ... all mean "not ONNX"
         raise CampPlusImportError(f"{p}: not a readable ONNX model: {type(e).__name__}") from None
     external = sum(int(np.prod([int(d) for d in t.dims], dtype=np.float64)) * 4 for t in model.graph.initializer
                    if t.HasField("data_location") and t.data_location == onnx.TensorProto.EXTERNAL)
@@ -552,10 +551,14 @@ def read_campplus(path: PathLike) -> Tuple[CampPlusConfig, Dict[str, torch.Tenso
 
     Raises :class:`CampPlusImportError` naming the place where the graph departs from CAM++, or the weights
     left unused."""
+    from s3tok.modelfiles.onnx_import import OnnxImportError
+
     where = str(path)
     model = _load(path)
     try:
         return _read(model, where)
+    except OnnxImportError as e:  # a damaged tensor (named by _GraphTensors)
+        raise CampPlusImportError(f"{where}: {e}") from None
     except CampPlusImportError as e:
         raise CampPlusImportError(f"{where}: cannot map onto CAM++: {e}") from None
 

@@ -82,9 +82,60 @@ def fetch_verified(urls: Sequence[str], dest: PathLike, digest: str, algorithm: 
     fetching the same ``dest`` take turns on ``dest.lock``: the first downloads, the others find the file.
     """
     dest = Path(dest)
+    if verified_copy(dest, digest, algorithm):  # the common case: no write, no lock (a read-only cache works)
+        return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive(dest.with_name(dest.name + ".lock")):  # one downloader; the others wait, then verify
         return _fetch_verified_locked(urls, dest, digest, algorithm, progress, timeout, desc or dest.name, hint)
+
+
+def _marker_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".verified")
+
+
+def _stat_key(st: os.stat_result) -> dict:
+    # ctime and inode too: cp -p / rsync -t / tar restore size and mtime of another file, but not those
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino}
+
+
+def _write_marker(dest: Path, digest: str, algorithm: str) -> None:
+    """Remember that ``dest`` as it is now (size, mtime, ctime, inode) has ``digest``; best effort."""
+    import json
+
+    try:
+        _marker_path(dest).write_text(json.dumps({"algorithm": algorithm, "digest": digest,
+                                                  **_stat_key(dest.stat())}) + "\n")
+    except OSError as e:  # a read-only cache only costs a rehash next time
+        logger.debug("cannot write %s: %s", _marker_path(dest), e)
+
+
+def verified_copy(dest: Path, digest: str, algorithm: str = "sha256") -> bool:
+    """Whether ``dest`` is there with ``digest``, without writing anything: the marker ``dest.verified``
+    (written when the file was last hashed) answers when it names this digest and the file's current size,
+    mtime, ctime and inode; otherwise the file is hashed once (and the marker written where possible). A wrong
+    or absent file answers False (the caller then moves it aside or downloads under the lock)."""
+    import json
+
+    try:
+        st = dest.stat()
+    except OSError:
+        return False
+    if not dest.is_file():
+        return False
+    try:
+        marker = json.loads(_marker_path(dest).read_text())
+    except (OSError, ValueError):
+        marker = None
+    if isinstance(marker, dict) and marker == {"algorithm": algorithm, "digest": digest, **_stat_key(st)}:
+        return True
+    try:
+        have = file_digest(dest, algorithm)
+    except OSError:
+        return False
+    if have != digest:
+        return False
+    _write_marker(dest, digest, algorithm)
+    return True
 
 
 @contextlib.contextmanager
@@ -109,6 +160,7 @@ def _fetch_verified_locked(urls: Sequence[str], dest: Path, digest: str, algorit
     if dest.is_file():
         have = file_digest(dest, algorithm)
         if have == digest:
+            _write_marker(dest, digest, algorithm)
             return dest
         bad = dest.with_name(dest.name + f".bad-{have[:12]}")
         logger.warning("%s: %s %s is not %s; moved aside to %s and downloading again",
@@ -131,6 +183,7 @@ def _fetch_verified_locked(urls: Sequence[str], dest: Path, digest: str, algorit
             part.unlink()
             continue
         os.replace(part, dest)
+        _write_marker(dest, digest, algorithm)
         logger.info("%s: saved %s (%d bytes, %s verified)", desc, dest, dest.stat().st_size, algorithm.upper())
         return dest
     raise DownloadError(

@@ -3,9 +3,13 @@
 Cache layout under ``$S3TOK_HOME`` (default ``~/.cache/s3tok``)::
 
     onnx/<name>/<official file name>          downloaded ONNX files (verified SHA-256)
-    converted/<onnx sha256>/model.safetensors  weights converted once from that ONNX file
-    converted/<onnx sha256>/config.json        S3Config + provenance
+    onnx/<name>/<file>.verified               size, mtime, ctime, inode of the file when its SHA-256 was checked
+    converted/<model id>/model.safetensors     weights converted once from that ONNX file
+    converted/<model id>/config.json           S3Config + provenance
     sha256.json                                 path, size, mtime, inode, ctime -> SHA-256 (no rehash)
+
+The model id (:func:`model_sha256`) is the ONNX file's SHA-256, or for a model with external data a SHA-256
+over the file's and every external data file's SHA-256.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 
 from s3tok.model.versions import VERSIONS
@@ -108,10 +112,67 @@ def onnx_path(path_or_name: PathLike, home: Optional[PathLike] = None, progress:
 
 
 def resolve_onnx(path_or_name: PathLike, home: Optional[PathLike] = None, progress: bool = True) -> Tuple[Path, str]:
-    """``(local ONNX path, its SHA-256)`` for a file path or an official name (downloaded if needed)."""
+    """``(local ONNX path, its identity)`` for a file path or an official name (downloaded if needed). The
+    identity is the file's SHA-256, or for a model with external data (:func:`model_sha256`) a SHA-256 that
+    also covers every external data file: it keys the converted-weights cache and the job markers."""
     path = onnx_path(path_or_name, home, progress)
     name = str(path_or_name)
-    return path, (REGISTRY[name].sha256 if path != Path(name) else file_sha256(path, home))
+    return path, (REGISTRY[name].sha256 if path != Path(name) else model_sha256(path, home))
+
+
+def external_locations(path: PathLike) -> List[str]:
+    """The external data files an ONNX file refers to (``location`` entries, in first-use order), read from
+    the graph without loading any tensor; empty for a self-contained file or one that is not ONNX."""
+    import onnx
+    from onnx import TensorProto, external_data_helper
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        tensors = external_data_helper._get_all_tensors(model)
+        seen: List[str] = []
+        for t in tensors:
+            if t.HasField("data_location") and t.data_location == TensorProto.EXTERNAL:
+                loc = next((e.value for e in t.external_data if e.key == "location"), "")
+                if loc not in seen:
+                    seen.append(loc)
+        return seen
+    except Exception:  # noqa: BLE001 - not ONNX / damaged: read_onnx names the problem later
+        return []
+
+
+def model_sha256(path: PathLike, home: Optional[PathLike] = None) -> str:
+    """The identity of an ONNX model: the SHA-256 of the file when it is self-contained; otherwise the SHA-256
+    of a text listing that SHA-256 and, for each external data file it refers to, its location and SHA-256
+    (so changed external weights change the identity, and a cache never serves the old ones). The list of
+    locations is remembered by the file's SHA-256 (it depends only on its content)."""
+    sha = file_sha256(path, home)
+    memo_path = Path(home or s3tok_home()) / "sha256.json"
+    key = f"external|{sha}"
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    locations = memo.get(key) if isinstance(memo, dict) else None
+    if not isinstance(locations, list):
+        locations = external_locations(path)
+        try:
+            memo = memo if isinstance(memo, dict) else {}
+            memo[key] = locations
+            atomic_write_text(memo_path, json.dumps(memo, indent=0, sort_keys=True))
+        except OSError as e:
+            logger.debug("cannot write %s: %s", memo_path, e)
+    if not locations:
+        return sha
+    folder = Path(path).resolve().parent
+    lines = ["s3tok model with external data 1", f"onnx {sha}"]
+    for loc in locations:
+        target = (folder / loc).resolve() if loc and not os.path.isabs(loc) else None
+        inside = target is not None and ".." not in Path(loc).parts and folder in target.parents
+        digest = file_sha256(target, home) if inside and target.is_file() else "missing-or-refused"
+        lines.append(f"{loc} {digest}")
+    import hashlib
+
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
 
 
 def converted_dir(sha256: str, home: Optional[PathLike] = None) -> Path:

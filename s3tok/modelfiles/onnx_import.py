@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
@@ -20,7 +20,7 @@ import torch
 
 from s3tok.model.versions import identify
 
-from s3tok.model.config import S3Config
+from s3tok.model.config import LIMITS, S3Config
 from s3tok.model.encoder import rotary_table
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,9 @@ class ImportedModel:
     random_init: bool = False  # metadata ``s3tok_random_init`` = "1": random weights written by s3tok
 
 
+#: The most external-data bytes one tokenizer may declare (the official files hold under 1 GiB of weights).
+MAX_EXTERNAL_BYTES = 2 << 30
+
 _BLOCK_LINEAR = re.compile(r"^/blocks\.(\d+)/(attn/(?:query|key|value|out)|mlp/mlp\.[02])/(MatMul|Add)$")
 _BLOCK_LN = re.compile(r"^/blocks\.(\d+)/(attn_ln|mlp_ln)/(Mul|Add_1|LayerNormalization)$")
 _BLOCK_FSMN = re.compile(r"^/blocks\.(\d+)/attn/fsmn_block/Conv$")
@@ -51,25 +54,25 @@ _BLOCK_ANY = re.compile(r"^/blocks\.(\d+)/")
 
 def _load_graph(path: PathLike):
     import onnx
-    from google.protobuf.message import DecodeError
 
     p = Path(path)
     if not p.is_file():
         raise OnnxImportError(f"{p}: no such ONNX file")
     if p.stat().st_size == 0:
         raise OnnxImportError(f"{p}: file is empty, not an ONNX model")
-    try:
-        model = onnx.load(str(p), load_external_data=False)
-    except (DecodeError, RuntimeError, ValueError, OSError, IndexError) as e:
+    try:  # always binary protobuf: onnx.load would parse a *.json / *.txt path as JSON / text protobuf
+        model = onnx.load(str(p), format="protobuf", load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - DecodeError, RuntimeError, ValueError, ... all mean "not ONNX"
         raise OnnxImportError(f"{p}: not a readable ONNX model (truncated or another format?): "
                               f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     if not model.graph.node:
         raise OnnxImportError(f"{p}: ONNX file has an empty graph (truncated or not an ONNX model)")
-    _load_external_data(model, p)
-    return model
+    arrays: Dict[str, np.ndarray] = {}
+    _load_external_data(model, p, arrays)
+    return model, arrays
 
 
-def _load_external_data(model, path: Path) -> None:
+def _load_external_data(model, path: Path, arrays: Optional[Dict[str, np.ndarray]] = None) -> None:
     """Read the tensors stored outside the ONNX file, after checking each reference: a relative path that
     stays inside the model's folder (symbolic links resolved), and a byte range inside the file that holds
     exactly the tensor the graph declares. So a crafted file can neither read elsewhere nor make s3tok read
@@ -79,6 +82,8 @@ def _load_external_data(model, path: Path) -> None:
     folder = path.resolve().parent
     external = [t for t in external_data_helper._get_all_tensors(model)
                 if t.HasField("data_location") and t.data_location == TensorProto.EXTERNAL]
+    ranges: Dict[Path, List[Tuple[int, int, str]]] = defaultdict(list)  # file -> (offset, end, tensor)
+    total = 0
     for t in external:
         info = {e.key: e.value for e in t.external_data}
         loc = info.get("location", "")
@@ -91,18 +96,55 @@ def _load_external_data(model, path: Path) -> None:
             itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
         except (KeyError, TypeError, ValueError):
             raise OnnxImportError(f"{path}: tensor {t.name!r} has an unsupported data type {t.data_type}") from None
-        expected = int(np.prod([int(d) for d in t.dims], dtype=np.int64)) * itemsize
-        offset = int(info.get("offset", 0) or 0)
-        length = int(info.get("length", expected) or expected)
+        if any(int(d) < 0 for d in t.dims):
+            raise OnnxImportError(f"{path}: tensor {t.name!r} has a negative dimension {list(t.dims)}")
+        expected = int(np.prod([int(d) for d in t.dims], dtype=np.float64)) * itemsize
+        try:
+            offset = int(info.get("offset", 0) or 0)
+            length = int(info.get("length", expected) or expected)
+        except ValueError:
+            raise OnnxImportError(f"{path}: tensor {t.name!r}: external data offset/length are not integers "
+                                  f"({info.get('offset')!r}, {info.get('length')!r})") from None
         if length != expected or offset < 0 or offset + expected > target.stat().st_size:
             raise OnnxImportError(f"{path}: tensor {t.name!r} declares {expected} bytes ({list(t.dims)}) but its "
                                   f"external data is {length} bytes at offset {offset} of {target} "
                                   f"({target.stat().st_size} bytes)")
+        total += expected
+        if total > MAX_EXTERNAL_BYTES:
+            raise OnnxImportError(f"{path}: its tensors declare more than {MAX_EXTERNAL_BYTES} bytes of external "
+                                  f"data (the limit s3tok reads); refused before reading")
+        ranges[target].append((offset, offset + expected, t.name))
         for e in t.external_data:  # onnx then reads exactly the declared bytes, never to the end of the file
             if e.key == "length":
                 e.value = str(expected)
         if "length" not in info:
             t.external_data.add(key="length", value=str(expected))
+    for target, spans in ranges.items():  # each byte read once: the total is bounded by the files' sizes
+        spans.sort()
+        for (_, end_a, name_a), (start_b, _, name_b) in zip(spans, spans[1:]):
+            if start_b < end_a:
+                raise OnnxImportError(f"{path}: tensors {name_a!r} and {name_b!r} share bytes of {target.name} "
+                                      f"(overlapping external data ranges); refused before reading")
+    if arrays is not None:  # plain numeric initializers: read straight into numpy, one copy of the bytes
+        plain = {getattr(TensorProto, n): np.dtype(d).newbyteorder("<") for n, d in (
+            ("FLOAT", "f4"), ("DOUBLE", "f8"), ("FLOAT16", "f2"), ("INT8", "i1"), ("UINT8", "u1"), ("INT16", "i2"),
+            ("UINT16", "u2"), ("INT32", "i4"), ("UINT32", "u4"), ("INT64", "i8"), ("UINT64", "u8"))}
+        names = Counter(t.name for t in model.graph.initializer)
+        for t in model.graph.initializer:
+            if not (t.HasField("data_location") and t.data_location == TensorProto.EXTERNAL) \
+                    or t.data_type not in plain or not t.name or names[t.name] != 1:
+                continue
+            info = {e.key: e.value for e in t.external_data}
+            dims = [int(d) for d in t.dims]
+            try:
+                arr = np.fromfile(folder / info["location"], dtype=plain[t.data_type],
+                                  count=int(np.prod(dims, dtype=np.int64)), offset=int(info.get("offset", 0) or 0))
+            except (OSError, ValueError) as e:
+                raise OnnxImportError(f"{path}: cannot read the external data of tensor {t.name!r}: {e}") from None
+            arrays[t.name] = arr.astype(arr.dtype.newbyteorder("="), copy=False).reshape(dims)
+            t.data_location = TensorProto.DEFAULT  # read: onnx's loader below skips it
+            del t.external_data[:]
+        external = [t for t in external if t.HasField("data_location") and t.data_location == TensorProto.EXTERNAL]
     if external:
         try:
             external_data_helper.load_external_data_for_model(model, str(folder))
@@ -110,25 +152,57 @@ def _load_external_data(model, path: Path) -> None:
             raise OnnxImportError(f"{path}: cannot read its external data: {e}") from None
 
 
-def _tensor(t) -> np.ndarray:
-    from onnx import numpy_helper
+def _tensor(t, where: str = "") -> np.ndarray:
+    """The values of tensor ``t``; a damaged one (unknown or UNDEFINED data type, raw data of the wrong size,
+    a negative dimension) raises :class:`OnnxImportError` naming ``where`` and the tensor."""
+    from onnx import TensorProto, helper, numpy_helper
 
-    return np.array(numpy_helper.to_array(t))
+    def bad(why: str) -> OnnxImportError:
+        return OnnxImportError(f"{where + ': ' if where else ''}tensor {t.name!r}: {why}; a damaged or crafted "
+                               "model file")
+
+    dims = [int(d) for d in t.dims]
+    if any(d < 0 for d in dims):
+        raise bad(f"negative dimension in {dims}")
+    if t.data_type == TensorProto.UNDEFINED or t.data_type == TensorProto.STRING:
+        raise bad(f"data type {t.data_type} ({'UNDEFINED' if t.data_type == 0 else 'STRING'}) is not numeric")
+    try:
+        np_dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type))
+    except (KeyError, TypeError, ValueError):
+        raise bad(f"unknown data type {t.data_type}") from None
+    count = int(np.prod(dims, dtype=np.float64)) if dims else 1
+    sub_byte = {getattr(TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2")
+                if hasattr(TensorProto, n)}  # packed: several values a byte
+    if t.HasField("raw_data") and t.data_type not in sub_byte and len(t.raw_data) != count * np_dtype.itemsize:
+        raise bad(f"{len(t.raw_data)} bytes of raw data for shape {dims} of {np_dtype} "
+                  f"({count * np_dtype.itemsize} expected)")
+    try:
+        return np.array(numpy_helper.to_array(t))
+    except Exception as e:  # noqa: BLE001 - onnx raises ValueError/TypeError/KeyError on damaged tensors
+        raise bad(f"cannot be decoded ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
 
 
 class _GraphTensors:
     """Initializers and Constant-node outputs of a graph, with who consumes them."""
 
-    def __init__(self, graph):
+    def __init__(self, graph, where: str = "", release: bool = False,
+                 arrays: Optional[Dict[str, np.ndarray]] = None):
+        """``release``: drop each initializer's bytes from the graph once decoded (one copy of the weights in
+        memory, not two; the graph's initializers are then empty). ``arrays``: initializers already read from
+        external data (by name)."""
         self.values: Dict[str, np.ndarray] = {}
         self.from_initializer: Dict[str, bool] = {}
+        arrays = arrays or {}
         for init in graph.initializer:
-            self.values[init.name] = _tensor(init)
+            self.values[init.name] = arrays[init.name] if init.name in arrays else _tensor(init, where)
+            if release:
+                for f in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+                    init.ClearField(f)
             self.from_initializer[init.name] = True
         self.nodes = [n for n in graph.node if n.op_type != "Constant"]
         for n in graph.node:
             if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-                self.values[n.output[0]] = _tensor(n.attribute[0].t)
+                self.values[n.output[0]] = _tensor(n.attribute[0].t, where)
                 self.from_initializer[n.output[0]] = False
         self.consumers: Dict[str, List[Tuple[object, int]]] = defaultdict(list)
         for n in self.nodes:
@@ -210,7 +284,7 @@ def _front_convs(t: _GraphTensors, pl: _Placer, where: str) -> Tuple[list, List[
     return front_convs, strides
 
 
-def _blocks(t: _GraphTensors, pl: _Placer) -> Tuple[int, set, set]:
+def _blocks(t: _GraphTensors, pl: _Placer, where: str) -> Tuple[int, set, set]:
     """The transformer blocks' weights, by the names of the nodes that consume them: ``(depth, LayerNorm
     forms seen, LayerNorm epsilons seen)``."""
     depth = 0
@@ -219,7 +293,12 @@ def _blocks(t: _GraphTensors, pl: _Placer) -> Tuple[int, set, set]:
     for n in t.nodes:
         m = _BLOCK_ANY.match(n.name)
         if m:
-            depth = max(depth, int(m.group(1)) + 1)
+            digits = m.group(1)
+            if len(digits) > 6 or int(digits) >= LIMITS["depth"]:
+                raise OnnxImportError(f"{where}: node {n.name[:80]!r} names block {digits[:20]}"
+                                      f"{'...' if len(digits) > 20 else ''}; s3tok accepts at most "
+                                      f"{LIMITS['depth']} blocks (a damaged or crafted model)")
+            depth = max(depth, int(digits) + 1)
         m = _BLOCK_LINEAR.match(n.name)
         if m:
             i, sub, op = m.groups()
@@ -319,13 +398,14 @@ def read_onnx(path: PathLike) -> ImportedModel:
     """Identify and read an official-layout S3 tokenizer ONNX file: the graph is loaded (external data
     checked), its weights placed step by step, the version identified from its structure, and everything
     checked against the model before anything is built."""
-    model = _load_graph(path)
-    t = _GraphTensors(model.graph)
+    model, arrays = _load_graph(path)
+    t = _GraphTensors(model.graph, str(path), release=True, arrays=arrays)
+    del arrays
     pl = _Placer(t)
     notes: List[str] = []
     where = str(path)
     front_convs, strides = _front_convs(t, pl, where)
-    depth, layernorm_forms, ln_eps_values = _blocks(t, pl)
+    depth, layernorm_forms, ln_eps_values = _blocks(t, pl, where)
     if depth == 0:
         raise OnnxImportError(f"{where}: not an S3 tokenizer graph: no '/blocks.N/' nodes found")
     width = int(t.values[front_convs[0].input[1]].shape[0])
