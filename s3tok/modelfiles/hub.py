@@ -66,22 +66,32 @@ def file_sha256(path: PathLike, home: Optional[PathLike] = None) -> str:
     no user can set a ctime, and writing the file moves it."""
     p = Path(path).resolve()
     st = p.stat()
-    memo_path = Path(home or s3tok_home()) / "sha256.json"
     key = f"{p}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{st.st_ctime_ns}"
-    try:
-        memo = json.loads(memo_path.read_text())
-    except (OSError, ValueError):
-        memo = {}
+    memo = _read_memo(home)
     if key in memo:
         return memo[key]
     digest = sha256_of(p)
     memo = {k: v for k, v in memo.items() if not k.startswith(f"{p}|")}
     memo[key] = digest
-    try:
-        atomic_write_text(memo_path, json.dumps(memo, indent=0, sort_keys=True))
-    except OSError as e:  # a read-only cache only costs a rehash next time
-        logger.debug("cannot write %s: %s", memo_path, e)
+    _write_memo(memo, home)
     return digest
+
+
+def _read_memo(home: Optional[PathLike]) -> dict:
+    """``sha256.json`` in the cache: remembered digests (and external data lists); empty if unreadable."""
+    try:
+        memo = json.loads((Path(home or s3tok_home()) / "sha256.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return memo if isinstance(memo, dict) else {}
+
+
+def _write_memo(memo: dict, home: Optional[PathLike]) -> None:
+    path = Path(home or s3tok_home()) / "sha256.json"
+    try:
+        atomic_write_text(path, json.dumps(memo, indent=0, sort_keys=True))
+    except OSError as e:  # a read-only cache only costs a rehash next time
+        logger.debug("cannot write %s: %s", path, e)
 
 
 def download_model(name: str, home: Optional[PathLike] = None, progress: bool = True,
@@ -146,21 +156,13 @@ def model_sha256(path: PathLike, home: Optional[PathLike] = None) -> str:
     (so changed external weights change the identity, and a cache never serves the old ones). The list of
     locations is remembered by the file's SHA-256 (it depends only on its content)."""
     sha = file_sha256(path, home)
-    memo_path = Path(home or s3tok_home()) / "sha256.json"
     key = f"external|{sha}"
-    try:
-        memo = json.loads(memo_path.read_text())
-    except (OSError, ValueError):
-        memo = {}
-    locations = memo.get(key) if isinstance(memo, dict) else None
+    memo = _read_memo(home)
+    locations = memo.get(key)
     if not isinstance(locations, list):
         locations = external_locations(path)
-        try:
-            memo = memo if isinstance(memo, dict) else {}
-            memo[key] = locations
-            atomic_write_text(memo_path, json.dumps(memo, indent=0, sort_keys=True))
-        except OSError as e:
-            logger.debug("cannot write %s: %s", memo_path, e)
+        memo[key] = locations
+        _write_memo(memo, home)
     if not locations:
         return sha
     folder = Path(path).resolve().parent
