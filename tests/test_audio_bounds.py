@@ -223,3 +223,17 @@ def test_wav_dir_keeps_a_broken_link_and_warns(tmp_path, caplog):
     assert any("b.wav: broken symbolic link" in r.getMessage() for r in caplog.records)
     with pytest.raises(AudioError, match=r"b\.wav: broken symbolic link"):
         read_audio(entries[1].location)
+
+
+def test_a_stream_that_cannot_seek_is_read_up_to_the_pipe_bound(tmp_path):
+    """A WAV read from a subprocess's stdout failed with "No 'data' chunk marker" (soundfile seeks)."""
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.linspace(-0.5, 0.5, 16000, dtype=np.float32), 16000, subtype="PCM_16")
+    code = f"import sys; sys.stdout.buffer.write(open({str(wav)!r}, 'rb').read())"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        got = load_audio(proc.stdout)
+    finally:
+        proc.stdout.close()
+        proc.wait()
+    assert torch.equal(got, load_audio(wav))

@@ -8,6 +8,7 @@ torchaudio or librosa; the resampler and the mel run on any torch device.
 from __future__ import annotations
 
 import contextlib
+import io
 import functools
 import logging
 import math
@@ -224,6 +225,8 @@ def read_audio(source: AudioSource) -> Tuple[torch.Tensor, int]:
         why = _not_a_file(source)
         if why is not None:
             raise AudioError(f"{name}: {why}")
+    elif not _seekable(source):
+        source = _read_stream(source, name)
     try:
         with sf.SoundFile(source) as f:
             rate = int(f.samplerate)
@@ -235,6 +238,25 @@ def read_audio(source: AudioSource) -> Tuple[torch.Tensor, int]:
     if data.shape[0] == 0 or data.shape[1] == 0:
         raise AudioError(f"{name}: audio is empty (0 samples)")
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(rate)
+
+
+def _seekable(f) -> bool:
+    try:
+        return bool(f.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _read_stream(f: BinaryIO, name: str) -> BinaryIO:
+    """A file object that cannot seek (a subprocess's stdout, a socket), read into memory up to
+    :func:`max_pipe_bytes`: soundfile seeks in every format's header, and on a stream those seeks fail."""
+    limit = max_pipe_bytes()
+    data = f.read(limit + 1)
+    if len(data) > limit:
+        raise AudioError(f"{name}: a stream of more than {limit} bytes (the --max_duration bound for streams)")
+    out = io.BytesIO(data)
+    out.name = name
+    return out
 
 
 def load_audio(source: AudioSource, sr: int = SAMPLE_RATE) -> torch.Tensor:
