@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Iterator, List, Optional, Tuple, Union
+
+from s3tok.data.lines import BAD_KEY_CHARS
 
 PathLike = Union[str, os.PathLike]
 _CACHE_GROUPS = 2  # row groups being read at a time (a job reads its files one after the other)
 AUDIO_BATCH_BYTES = 16 << 20  # audio bytes per record batch read from a row group (about; at least one row)
 _WINDOW_BYTES = 4 * AUDIO_BATCH_BYTES  # batches kept per row group up to this size (the last two always)
 _READ_BUFFER = 1 << 20  # read the file through a buffer of this size, not a row group's column chunk at once
-_BAD_KEY = re.compile("[\x00-\x20\x7f\x85\u2028\u2029]")  # whitespace, control characters, line separators
 
 
 def _pyarrow_parquet():
@@ -201,7 +201,7 @@ def _key_problem(value: Any) -> Optional[str]:
     if isinstance(value, str):
         if not value:
             return "the key is empty"
-        if _BAD_KEY.search(value):
+        if BAD_KEY_CHARS.search(value):
             return f"the key {value!r} contains whitespace or a control character"
     return None
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Dict, List, Optional, Sequence, Tuple, Union
 
-from s3tok.data.lines import split_text_lines
+from s3tok.data.lines import BAD_KEY_CHARS, split_text_lines
 from s3tok.data.wav_scp import AUDIO_SUFFIXES
 
 logger = logging.getLogger(__name__)
@@ -115,8 +115,8 @@ def _bad_key(key: str) -> Optional[str]:
         key.encode("utf-8")
     except UnicodeEncodeError:
         return "its name is not UTF-8"
-    if any(c.isspace() and ord(c) < 128 for c in key):
-        return "its key contains whitespace"
+    if BAD_KEY_CHARS.search(key):
+        return "its key contains whitespace or a control character"
     return None
 
 

@@ -8,7 +8,7 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import List, Sequence, Union
+from typing import List, Sequence, Tuple, Union
 
 from tqdm import tqdm
 
@@ -93,9 +93,15 @@ def _marker_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".verified")
 
 
+def stat_identity(st: os.stat_result) -> Tuple[int, int, int, int]:
+    """``(size, mtime_ns, inode, ctime_ns)``: while these are unchanged, a digest taken of the file still holds.
+    ctime and inode matter: ``cp -p``, ``rsync -t`` and tar restore size and mtime of another file, but no user
+    can set a ctime, and writing the file moves it."""
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
+
+
 def _stat_key(st: os.stat_result) -> dict:
-    # ctime and inode too: cp -p / rsync -t / tar restore size and mtime of another file, but not those
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino}
+    return dict(zip(("size", "mtime_ns", "ino", "ctime_ns"), stat_identity(st)))
 
 
 def _write_marker(dest: Path, digest: str, algorithm: str) -> None:

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 
 from s3tok.model.versions import VERSIONS
-from s3tok.modelfiles.fetch import DownloadError, fetch_verified, sha256_of  # noqa: F401 - DownloadError is API
+from s3tok.modelfiles.fetch import DownloadError, fetch_verified, sha256_of, stat_identity  # noqa: F401 - DownloadError is API
 from s3tok.util.fsutil import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -61,12 +61,11 @@ def onnx_cache_path(name: str, home: Optional[PathLike] = None) -> Path:
 
 
 def file_sha256(path: PathLike, home: Optional[PathLike] = None) -> str:
-    """SHA-256 of a local file, remembered by (real path, size, mtime, inode, ctime) so a reload does not
-    rehash. The ctime matters: ``cp -p``, ``rsync -t`` and tar restore size and mtime of another file, but
-    no user can set a ctime, and writing the file moves it."""
+    """SHA-256 of a local file, remembered by its real path and :func:`stat_identity` so a reload does not
+    rehash."""
     p = Path(path).resolve()
     st = p.stat()
-    key = f"{p}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{st.st_ctime_ns}"
+    key = "|".join([str(p), *map(str, stat_identity(st))])
     memo = _read_memo(home)
     if key in memo:
         return memo[key]

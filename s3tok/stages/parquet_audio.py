@@ -19,12 +19,11 @@ import numpy as np
 import soundfile as sf
 
 from s3tok.data import cosyvoice_parquet as cvp
-from s3tok.data.audio import check_span
+from s3tok.data.audio import SF_COUNT_MAX, check_span
 from s3tok.data.sources import Utterance
 from s3tok.stages.features import one_line
 
 PathLike = Union[str, os.PathLike]
-UNKNOWN_FRAMES = 2 ** 63 - 1  # libsndfile's frame count when the header does not state the length
 
 
 def _check_size(size: int) -> None:
@@ -42,7 +41,7 @@ def _read_checked(src: BinaryIO) -> bytes:
         raise ValueError(f"not decodable audio ({one_line(e)})") from None
     if info.frames <= 0:
         raise ValueError("audio is empty (0 samples)")
-    if info.frames < UNKNOWN_FRAMES:  # a length not in the header (a FLAC written to a pipe): the size bounds it
+    if info.frames < SF_COUNT_MAX:  # a length not in the header (a FLAC written to a pipe): the size bounds it
         check_span(int(info.samplerate), int(info.frames))
     _check_size(src.seek(0, io.SEEK_END))
     src.seek(0)
